@@ -1,0 +1,1 @@
+"""Evaluation shared across the zoo: retrieval, zero-shot classification, captioning, VQA."""

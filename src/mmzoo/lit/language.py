@@ -1,0 +1,118 @@
+"""Text-only language-model pretraining on a dataset's text (``model=lm``).
+
+The papers freeze *pretrained* LLMs; a frozen random one cannot learn to caption through
+a projector. On the embedded data the zoo therefore pretrains its tiny LLM on the
+dataset's captions, descriptions, Q&A and conversations, rendered with the same
+templates the vision-language models use (the image placeholder left out), and saves it
+as a run whose ``llm`` part other runs load with ``llm.from_run``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad
+from mmzoo.data.templates import IMAGE_PLACEHOLDER, ConversationTemplate, load_template
+from mmzoo.lit.base import ZooModule
+from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
+from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS
+
+
+class TextOnlyModel(nn.Module):
+    """Holds the LLM under the part name ``llm`` so its weights are reusable by name."""
+
+    def __init__(self, llm: nn.Module) -> None:
+        super().__init__()
+        self.llm = llm
+
+
+class TextCollator:
+    """Samples -> LM batches: each sample rendered as one task in one template, all text supervised."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        templates: Sequence[str],
+        tasks: Mapping[str, float],
+        instructions: Mapping[str, Sequence[str]],
+        max_length: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.templates = [load_template(t) for t in templates]
+        self.max_length = max_length
+        self._renderers = [
+            VLMCollator(tokenizer, t, 1, max_length, tasks, instructions, mode="train") for t in self.templates
+        ]
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        sequences = []
+        for s in samples:
+            rng = random.Random(zlib.crc32(str(s.get("key", s["caption"])).encode()))
+            renderer = rng.choice(self._renderers)
+            turns = renderer.conversation(s, renderer._task(rng), rng)
+            segments = [(text.replace(IMAGE_PLACEHOLDER, ""), True) for text, _ in renderer.template.segments(turns)]
+            sequences.append(encode_segments(self.tokenizer, segments, None, 0, self.max_length).input_ids)
+        ids = pad(sequences, self.tokenizer.pad_token_id)
+        mask = pad([[1] * len(s) for s in sequences], 0)
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask, LABELS: ids.masked_fill(mask == 0, IGNORE_INDEX)}
+
+
+class LanguageModelModule(ZooModule):
+    """Next-token training of ``llm`` on rendered dataset text; reports test loss and perplexity."""
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        templates: Sequence[str] = ("plain", "llava_v1", "vicuna_v0"),
+        tasks: Mapping[str, float] | None = None,
+        instructions: Mapping[str, Sequence[str]] | None = None,
+        max_length: int = 256,
+        image_size: int = 32,
+    ) -> None:
+        super().__init__(TextOnlyModel(llm), optimizer, scheduler)
+        self.templates = list(templates)
+        self.tasks = dict(tasks or {t: 1.0 for t in TASKS})
+        self.instructions = dict(instructions or {})
+        self.max_length = max_length
+        self.image_size = image_size
+        self.results: dict[str, float] = {}
+        self._losses: list[tuple[float, int]] = []
+
+    def image_transform(self) -> Callable:
+        from mmzoo.data.webdata import image_transform
+
+        return image_transform(self.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    def collator(self, train: bool = True) -> TextCollator:
+        return TextCollator(self.model.llm.tokenizer, self.templates, self.tasks, self.instructions, self.max_length)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.model.llm(inputs_embeds=self.model.llm.embed(batch[INPUT_IDS]), attention_mask=batch[ATTENTION_MASK]).logits
+        return lm_loss(logits, batch[LABELS])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.record_loss(loss, batch_size=batch[INPUT_IDS].shape[0])
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self._losses = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        tokens = int((batch[LABELS][:, 1:] != IGNORE_INDEX).sum())
+        self._losses.append((float(self._loss(batch)) * tokens, tokens))
+
+    def on_test_epoch_end(self) -> None:
+        total = sum(n for _, n in self._losses)
+        loss = sum(l for l, _ in self._losses) / max(total, 1)
+        self.results = {"lm/loss": loss, "lm/perplexity": math.exp(min(loss, 50.0))}
+        self.log_dict(self.results)

@@ -1,0 +1,204 @@
+"""The vision-to-LLM LightningModule shared by LLaVA and MiniGPT-4 (and BLIP-2 stage 2,
+InstructBLIP): prompt-masked LM training, generation, captioning and VQA evaluation.
+
+Recipes differ only in data: which parts are frozen (``freeze``), which template, which
+tasks are sampled, whether LoRA adapts the LLM. Those are config, so each paper is a
+YAML file in ``conf/model`` and ``conf/experiment``, not a subclass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from mmzoo.data.conversation import VLMCollator
+from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
+from mmzoo.eval.captioning import caption_metrics, vqa_accuracy
+from mmzoo.lit.base import ZooModule
+from mmzoo.models.vision_language import VisionLanguageModel
+from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL_VALUES
+
+log = logging.getLogger(__name__)
+
+
+def apply_lora(llm: nn.Module, lora: Mapping[str, Any]) -> None:
+    """Wrap the LLM's transformers model with peft LoRA adapters (only they train)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.05),
+        target_modules=list(lora.get("target_modules", ["q_proj", "v_proj"])),
+        task_type="SEQ_2_SEQ_LM" if getattr(llm, "is_encoder_decoder", False) else "CAUSAL_LM",
+    )
+    llm.model = get_peft_model(llm.model, config)
+
+
+class VisionLanguageModule(ZooModule):
+    """``freeze`` lists the parts the recipe keeps fixed (default: encoder and LLM, as in
+    LLaVA stage 1 and MiniGPT-4); a bridge may keep its own Q-Former frozen."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        bridge: Callable[..., nn.Module],
+        llm: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        template: ConversationTemplate,
+        tasks: Mapping[str, float],
+        instructions: Mapping[str, Sequence[str]],
+        scheduler: Callable[..., Any] | None = None,
+        freeze: Sequence[str] = ("encoder", "llm"),
+        max_length: int = 256,
+        lora: Mapping[str, Any] | None = None,
+        generation: Mapping[str, Any] | None = None,
+        eval_tasks: Sequence[str] = ("caption", "vqa"),
+        notes: Sequence[str] = (),
+    ) -> None:
+        image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
+        if lora:
+            apply_lora(llm, lora)
+        super().__init__(model, optimizer, scheduler, freeze)
+        self.template = template
+        self.tasks = dict(tasks)
+        self.instructions = {k: list(v) for k, v in instructions.items()}
+        self.max_length = max_length
+        self.generation = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1} | dict(generation or {})
+        self.eval_tasks = tuple(eval_tasks)
+        self.notes = list(notes)
+        for note in self.notes:
+            log.warning(note)
+        self.results: dict[str, float] = {}
+        self.examples: list[dict[str, Any]] = []
+        self._test: list[dict[str, Any]] = []
+
+    # ---- data path ------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.llm.tokenizer
+
+    def image_transform(self) -> Callable:
+        from mmzoo.data.webdata import image_transform
+
+        enc = self.model.encoder
+        return image_transform(enc.image_size, enc.mean, enc.std)
+
+    def collator(self, train: bool = True) -> VLMCollator:
+        return VLMCollator(
+            self.tokenizer,
+            self.template,
+            num_image_tokens=self.model.num_image_tokens,
+            max_length=self.max_length,
+            tasks=self.tasks,
+            instructions=self.instructions,
+            is_encoder_decoder=getattr(self.model.llm, "is_encoder_decoder", False),
+            mode="train" if train else "eval",
+        )
+
+    # ---- training -------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS])
+        self.record_loss(out.loss, batch_size=len(batch[CAPTIONS]))
+        if batch.get("num_truncated"):
+            self.log("train/truncated", float(batch["num_truncated"]), reduce_fx="sum", batch_size=1)
+        return out.loss
+
+    # ---- generation -----------------------------------------------------------------
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Generated ids -> text, cut at the template's end-of-turn marker."""
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        end = self.template.end_of_turn
+        if end and end not in self.tokenizer.all_special_tokens:
+            texts = [t.split(end)[0] for t in texts]
+        return [t.strip() for t in texts]
+
+    def _generate_ids(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        options = self.generation | kwargs
+        options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        return self.model.generate(
+            pixel_values.to(self.device),
+            prompt[INPUT_IDS].to(self.device),
+            prompt[ATTENTION_MASK].to(self.device),
+            **options,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Image.Image] | torch.Tensor,
+        prompts: str | Sequence[str] | Sequence[Sequence[Mapping[str, str]]],
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Answer ``prompts`` about ``images`` (batched; KV cache, greedy or sampling via
+        transformers' ``generate`` kwargs such as ``do_sample=True, temperature=0.7``).
+
+        A prompt is a user message (``<image>`` is prepended when missing) or a whole
+        conversation (list of ``{"from", "value"}`` turns ending with a user turn).
+        """
+        was_training = self.training
+        self.eval()
+        if isinstance(images, torch.Tensor):
+            pixel_values = images if images.dim() == 4 else images[None]
+        else:
+            transform = self.image_transform()
+            pixel_values = torch.stack([transform(im.convert("RGB")) for im in images])
+        if isinstance(prompts, str):
+            prompts = [prompts] * pixel_values.shape[0]
+        conversations = [p if not isinstance(p, str) else [_user_turn(p)] for p in prompts]
+        if len(conversations) != pixel_values.shape[0]:
+            raise ValueError(f"{len(conversations)} prompts for {pixel_values.shape[0]} images")
+        batch = self.collator(train=False).prompts(conversations)
+        texts = self.decode(self._generate_ids(pixel_values, batch, **generate_kwargs))
+        self.train(was_training)
+        return texts
+
+    # ---- evaluation -----------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._test = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        row: dict[str, Any] = {"captions": batch[CAPTIONS], "meta": batch[META]}
+        if "caption" in self.eval_tasks:
+            row["generated_captions"] = self.decode(self._generate_ids(batch[PIXEL_VALUES], batch["caption_prompt"]))
+        if "vqa" in self.eval_tasks:
+            row["questions"], row["answers"] = batch["questions"], batch["answers"]
+            row["generated_answers"] = self.decode(self._generate_ids(batch[PIXEL_VALUES], batch["vqa_prompt"]))
+        self._test.append(row)
+
+    def on_test_epoch_end(self) -> None:
+        flat: dict[str, list] = {}
+        for row in self._test:
+            for key, values in row.items():
+                flat.setdefault(key, []).extend(values)
+        results: dict[str, float] = {}
+        if "generated_captions" in flat:
+            refs = [[c] for c in flat["captions"]]
+            results |= {f"caption/{k}": v for k, v in caption_metrics(flat["generated_captions"], refs).items()}
+        if "generated_answers" in flat:
+            results["vqa/accuracy"] = vqa_accuracy(flat["generated_answers"], flat["answers"])
+        self.results = results
+        self.examples = [
+            {k: flat[k][i] for k in flat if k != "meta"} | {"key": flat["meta"][i].get("key")}
+            for i in range(min(32, len(flat.get("captions", []))))
+        ]
+        self.log_dict(results)
+
+    def write_examples(self, run_dir: Path, limit: int) -> None:
+        with open(run_dir / "examples.jsonl", "w") as f:
+            for example in self.examples[:limit]:
+                f.write(json.dumps(example) + "\n")
+
+
+def _user_turn(text: str) -> dict[str, str]:
+    value = text if IMAGE_PLACEHOLDER in text else f"{IMAGE_PLACEHOLDER}\n{text}"
+    return {"from": HUMAN, "value": value}

@@ -1,0 +1,132 @@
+"""Run directories: what a run writes, and how another run reuses its parts.
+
+A run directory holds ``config.yaml`` (resolved), ``model.safetensors`` (the model's
+state dict, parts under their names: ``encoder.*``, ``text.*``, ``bridge.*``, ``llm.*``),
+``metrics.json``, ``checkpoints/`` (Lightning, for resuming) and ``examples.jsonl``.
+Because parts keep their names, ``encoder.from_run=<dir>`` can rebuild exactly the
+encoder of that run (architecture from its config, weights from its safetensors).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PARTS = ("encoder", "text", "bridge", "llm")
+CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.yaml", "model.safetensors", "metrics.json"
+
+
+def read_config(run_dir: str | Path) -> DictConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE} in it")
+    return OmegaConf.load(path)  # type: ignore[return-value]
+
+
+def read_weights(run_dir: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The run's saved weights (safetensors, no pickle), keys under ``prefix`` with it stripped."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {WEIGHTS_FILE}: did that run finish training?")
+    state = load_file(path)
+    if not prefix:
+        return state
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def save_weights(model: nn.Module, run_dir: str | Path) -> Path:
+    path = Path(run_dir) / WEIGHTS_FILE
+    save_model(model, str(path))  # handles tied weights, unlike save_file
+    return path
+
+
+def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True) -> None:
+    """``load_state_dict`` that says what did not match instead of failing deep inside."""
+    missing, unexpected = module.load_state_dict(dict(state), strict=False)
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"{what}: weights do not fit the part (missing {missing[:5]}..., unexpected {unexpected[:5]}...)"
+        )
+    if missing or unexpected:
+        log.warning("%s: %d missing and %d unexpected keys", what, len(missing), len(unexpected))
+
+
+def _build_and_load(node: DictConfig, run_dir: str, part: str, *args: Any, **kwargs: Any) -> nn.Module:
+    module = instantiate(node, _convert_="all")(*args, **kwargs)
+    load_weights(module, read_weights(run_dir, f"{part}."), f"{part} from {run_dir}")
+    return module
+
+
+def load_part(run_dir: str, part: str) -> Any:
+    """Rebuild ``part`` of a finished run with its trained weights.
+
+    For a partial part (a bridge, whose dimensions are injected at build time) this returns
+    a factory that builds and then loads.
+    """
+    node = part_config(run_dir, part)
+    if node.get("_partial_", False):
+        return functools.partial(_build_and_load, node, run_dir, part)
+    module = instantiate(node, _convert_="all")
+    load_weights(module, read_weights(run_dir, f"{part}."), f"{part} from {run_dir}")
+    log.info("%s loaded from run %s", part, run_dir)
+    return module
+
+
+def part_config(run_dir: str | Path, part: str) -> DictConfig:
+    """The architecture of ``part`` in a run (run configs are saved self-contained)."""
+    node = read_config(run_dir).get(part)
+    if node is None:
+        raise ValueError(f"run {run_dir} has no part {part!r}")
+    return node
+
+
+def resolve_parts(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """Resolve ``<part>.from_run=<dir>`` for building and for saving.
+
+    Returns ``(build_cfg, saved_cfg)``: in the first, such a part is a loader node (its
+    weights come from that run); in the second, it is that run's architecture, so the new
+    run directory is self-contained, with the lineage recorded under ``lineage``.
+    """
+    build, saved = cfg.copy(), cfg.copy()
+    for c in (build, saved):
+        OmegaConf.set_struct(c, False)
+    lineage = {}
+    for part in PARTS:
+        node = cfg.get(part)
+        if not isinstance(node, DictConfig):
+            continue
+        from_run = node.get("from_run")
+        if from_run:
+            from mmzoo.zoo import resolve
+
+            from_run = resolve(str(from_run))
+            build[part] = {"_target_": "mmzoo.runs.load_part", "run_dir": from_run, "part": part}
+            saved[part] = part_config(from_run, part)
+            lineage[part] = from_run
+        else:
+            for c in (build, saved):
+                c[part].pop("from_run", None)
+    saved["lineage"] = lineage
+    return build, saved
+
+
+def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    path = Path(run_dir) / METRICS_FILE
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / METRICS_FILE).read_text())

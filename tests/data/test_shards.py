@@ -1,0 +1,166 @@
+"""Shard writers (img2dataset layout) and the ``python -m mmzoo.data.shards`` command line."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmzoo.data.shapes import make_sample
+from mmzoo.data.shards import ShardWriter, main, write_from_folder, write_from_table
+
+
+def tar_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def jpeg_bytes(colour: str = "red", fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 10), colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """3 good images (jpg, png, jpg+json), one without caption, one corrupt."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg_bytes("red"))
+    (folder / "a.txt").write_text("a red picture\n")
+    (folder / "sub" / "b.png").write_bytes(jpeg_bytes("blue", "PNG"))
+    (folder / "sub" / "b.txt").write_text("a blue picture")
+    (folder / "c.jpg").write_bytes(jpeg_bytes("green"))
+    (folder / "c.txt").write_text("a green picture")
+    (folder / "c.json").write_text('{"licence": "cc0"}')
+    (folder / "nocaption.jpg").write_bytes(jpeg_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "broken.txt").write_text("broken")
+    return folder
+
+
+def test_writer_round_trip(tmp_path: Path) -> None:
+    jpg = jpeg_bytes()
+    with ShardWriter(tmp_path, samples_per_shard=10) as writer:
+        for i in range(23):
+            image, caption, record = make_sample(i, "train", 0, 32)
+            writer.write(jpg if i == 0 else image, caption, record)
+        writer.skip("missing_caption")
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["000000.tar", "000001.tar", "000002.tar"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["total"] == 23 and [s["count"] for s in manifest["shards"]] == [10, 10, 3]
+    assert manifest["skipped"] == {"missing_caption": 1}
+    stats = json.loads((tmp_path / "000002_stats.json").read_text())
+    assert stats["successes"] == 3 and stats["count"] == 4 and stats["failed_to_download"] == 1
+    members = tar_members(tmp_path / "000000.tar")
+    assert members["000000000.jpg"] == jpg  # JPEG bytes are copied as is
+    assert len(members) == 30 and "000000009.json" in members
+    _, caption, record = make_sample(5, "train", 0, 32)
+    assert members["000000005.txt"].decode() == caption
+    meta = json.loads(members["000000005.json"])
+    assert meta["scene"] == record["scene"] and meta["key"] == "000000005"
+    assert Image.open(io.BytesIO(members["000000005.jpg"])).size == (32, 32)
+
+
+def test_writer_converts_other_formats_and_paths(tmp_path: Path) -> None:
+    png = tmp_path / "x.png"
+    Image.new("RGBA", (8, 8), (0, 0, 255, 128)).save(png)
+    with ShardWriter(tmp_path / "out") as writer:
+        key = writer.write(png, "a png", {"source": "x.png"})
+        with pytest.raises(OSError):
+            writer.write(b"garbage", "bad")
+    members = tar_members(tmp_path / "out" / "000000.tar")
+    assert key == "000000000" and members[f"{key}.jpg"][:3] == b"\xff\xd8\xff"
+    assert set(members) == {f"{key}.jpg", f"{key}.txt", f"{key}.json"}
+
+
+def test_write_from_folder_skips_and_counts(image_folder: Path, tmp_path: Path) -> None:
+    summary = write_from_folder(image_folder, tmp_path / "out", samples_per_shard=2)
+    assert summary["written"] == 3 and summary["shards"] == 2
+    assert summary["skipped"] == {"missing_caption": 1, "unreadable_image": 1}
+    members = {**tar_members(tmp_path / "out" / "000000.tar"), **tar_members(tmp_path / "out" / "000001.tar")}
+    captions = sorted(v.decode() for k, v in members.items() if k.endswith(".txt"))
+    assert captions == ["a blue picture", "a green picture", "a red picture"]
+    metas = [json.loads(v) for k, v in members.items() if k.endswith(".json")]
+    assert {"licence": "cc0"}.items() <= next(m for m in metas if m["source"] == "c.jpg").items()
+
+
+def test_write_from_folder_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        write_from_folder(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        write_from_folder(tmp_path / "empty", tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_write_from_table(image_folder: Path, tmp_path: Path, fmt: str) -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "image": ["a.jpg", "sub/b.png", str(image_folder / "c.jpg"), "missing.jpg", "broken.jpg", "a.jpg"],
+        "caption": ["red", "blue", "green", "gone", "broken", ""],
+        "width": [12, 12, 12, 0, 0, 12],
+    })
+    path = image_folder / f"table.{fmt}"
+    if fmt == "parquet":
+        rows.to_parquet(path)
+    else:
+        rows.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False)
+    summary = write_from_table(path, tmp_path / "out")
+    assert summary["written"] == 3
+    assert summary["skipped"] == {"missing_image": 1, "unreadable_image": 1, "missing_caption": 1}
+    members = tar_members(tmp_path / "out" / "000000.tar")
+    assert json.loads(members["000000001.json"])["source"] == "sub/b.png"
+
+
+def test_write_from_table_bad_columns(image_folder: Path, tmp_path: Path) -> None:
+    path = image_folder / "t.csv"
+    path.write_text("path,text\na.jpg,red\n")
+    with pytest.raises(ValueError, match="no column"):
+        write_from_table(path, tmp_path / "out")
+    summary = write_from_table(path, tmp_path / "out", image_col="path", caption_col="text")
+    assert summary["written"] == 1
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mmzoo.data.shards", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_end_to_end(image_folder: Path, tmp_path: Path) -> None:
+    assert "img2dataset" in run_cli("--help").stdout
+    done = run_cli("folder", str(image_folder), str(tmp_path / "f"), "--samples-per-shard", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["written"] == 3
+
+
+    done = run_cli("shapes", str(tmp_path / "s"), "--train-size", "12", "--test-size", "3", "--image-size", "16",
+                   "--samples-per-shard", "5")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["train"]["shards"] == 3
+
+
+def test_cli_table_in_process(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (image_folder / "t.tsv").write_text("img\tcap\na.jpg\tred\n")
+    assert main(["table", str(image_folder / "t.tsv"), str(tmp_path / "t"), "--image-col", "img", "--caption-col", "cap"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 1
+    assert main(["table", str(image_folder / "t.tsv"), str(tmp_path / "t")]) == 2
+    assert "no column" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_input(tmp_path: Path) -> None:
+    done = run_cli("folder", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert done.returncode != 0 and "error:" in done.stderr and "missing" in done.stderr
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "x.jpg").write_bytes(jpeg_bytes())  # no caption: nothing to write
+    done = run_cli("folder", str(tmp_path / "only"), str(tmp_path / "out"))
+    assert done.returncode == 1 and "no sample was written" in done.stderr
+    assert run_cli("table").returncode == 2  # argparse usage error
