@@ -19,7 +19,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("MMZOO_CACHE", str(tmp_path_factory.getbasetemp() / "mmzoo-cache"))
 
 
-def write_shapes(out: Path, n: int, samples_per_shard: int, split: str = "train", image_size: int = 32) -> Path:
+def write_shapes(
+    out: Path, n: int, samples_per_shard: int, split: str = "train", image_size: int = 32
+) -> Path:
     with ShardWriter(out, samples_per_shard) as writer:
         for i in range(n):
             image, caption, record = make_sample(i, split, 0, image_size)

@@ -22,7 +22,13 @@ from mmzoo.data.shapes import (
     vocabulary,
 )
 
-WHERE = {"on the left": "left", "on the right": "right", "at the top": "top", "at the bottom": "bottom", "in the center": "center"}
+WHERE = {
+    "on the left": "left",
+    "on the right": "right",
+    "at the top": "top",
+    "at the bottom": "bottom",
+    "in the center": "center",
+}
 N = 400
 
 
@@ -71,7 +77,9 @@ def test_caption_is_canonical(records: list[dict]) -> None:
     for r in records:
         assert r["caption"] == caption(objects_of(r))
         by_scene.setdefault(r["scene"], set()).add(r["caption"])
-        mentioned = re.findall(r"an? (\w+) (\w+) (on the left|on the right|at the top|at the bottom|in the center)", r["caption"])
+        mentioned = re.findall(
+            r"an? (\w+) (\w+) (on the left|on the right|at the top|at the bottom|in the center)", r["caption"]
+        )
         assert [(c, s, WHERE[w]) for c, s, w in mentioned] == objects_of(r)
     assert all(len(caps) == 1 for caps in by_scene.values())
     assert any(r["caption"].count(" and ") == 1 for r in records)
@@ -135,6 +143,8 @@ def test_vocabulary_covers_every_text(records: list[dict]) -> None:
         for text in record_texts(r):
             seen.update(re.findall(r"[a-z]+", text))
     assert seen <= vocab, seen - vocab
+    texts = [t for r in records for t in record_texts(r)]
+    assert not [t for t in texts if re.search(r"\ba [aeiou]|\ban [^aeiou ]", t)]  # "an orange", "a red"
     assert len(seen) > 0.9 * len(vocab)  # the vocabulary is not padded with unused words
 
 
@@ -155,13 +165,19 @@ def test_text_corpus_is_deterministic() -> None:
 
 
 def test_objects_are_drawn_where_the_record_says() -> None:
-    centre = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "center": (0.5, 0.5)}
+    centre = {
+        "left": (0.2, 0.5),
+        "right": (0.8, 0.5),
+        "top": (0.5, 0.2),
+        "bottom": (0.5, 0.8),
+        "center": (0.5, 0.5),
+    }
     for i in range(50):
         image, _, record = make_sample(i, "train", 0, 64)
         for c, _, p in objects_of(record):
             x, y = centre[p]
             pixel = image.getpixel((int(x * 64), int(y * 64)))
-            assert sum(abs(a - b) for a, b in zip(pixel, shapes._RGB[c])) < 60, (i, c, p, pixel)
+            assert sum(abs(a - b) for a, b in zip(pixel, shapes._RGB[c], strict=True)) < 60, (i, c, p, pixel)
 
 
 def test_ensure_shapes_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,11 +103,20 @@ def test_write_from_folder_missing(tmp_path: Path) -> None:
 def test_write_from_table(image_folder: Path, tmp_path: Path, fmt: str) -> None:
     import pandas as pd
 
-    rows = pd.DataFrame({
-        "image": ["a.jpg", "sub/b.png", str(image_folder / "c.jpg"), "missing.jpg", "broken.jpg", "a.jpg"],
-        "caption": ["red", "blue", "green", "gone", "broken", ""],
-        "width": [12, 12, 12, 0, 0, 12],
-    })
+    rows = pd.DataFrame(
+        {
+            "image": [
+                "a.jpg",
+                "sub/b.png",
+                str(image_folder / "c.jpg"),
+                "missing.jpg",
+                "broken.jpg",
+                "a.jpg",
+            ],
+            "caption": ["red", "blue", "green", "gone", "broken", ""],
+            "width": [12, 12, 12, 0, 0, 12],
+        }
+    )
     path = image_folder / f"table.{fmt}"
     if fmt == "parquet":
         rows.to_parquet(path)
@@ -141,16 +150,38 @@ def test_cli_end_to_end(image_folder: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["written"] == 3
 
-
-    done = run_cli("shapes", str(tmp_path / "s"), "--train-size", "12", "--test-size", "3", "--image-size", "16",
-                   "--samples-per-shard", "5")
+    done = run_cli(
+        "shapes",
+        str(tmp_path / "s"),
+        "--train-size",
+        "12",
+        "--test-size",
+        "3",
+        "--image-size",
+        "16",
+        "--samples-per-shard",
+        "5",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train"]["shards"] == 3
 
 
 def test_cli_table_in_process(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (image_folder / "t.tsv").write_text("img\tcap\na.jpg\tred\n")
-    assert main(["table", str(image_folder / "t.tsv"), str(tmp_path / "t"), "--image-col", "img", "--caption-col", "cap"]) == 0
+    assert (
+        main(
+            [
+                "table",
+                str(image_folder / "t.tsv"),
+                str(tmp_path / "t"),
+                "--image-col",
+                "img",
+                "--caption-col",
+                "cap",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["written"] == 1
     assert main(["table", str(image_folder / "t.tsv"), str(tmp_path / "t")]) == 2
     assert "no column" in capsys.readouterr().err

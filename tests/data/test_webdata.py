@@ -47,7 +47,12 @@ def test_expand_urls(shapes_shards: Path) -> None:
 
 
 def test_expand_urls_missing_names_the_spec(tmp_path: Path, shapes_shards: Path) -> None:
-    for spec in [str(tmp_path / "nope.tar"), str(tmp_path / "*.tar"), str(tmp_path), str(shapes_shards / "{000003..000004}.tar")]:
+    for spec in [
+        str(tmp_path / "nope.tar"),
+        str(tmp_path / "*.tar"),
+        str(tmp_path),
+        str(shapes_shards / "{000003..000004}.tar"),
+    ]:
         with pytest.raises(FileNotFoundError, match="spec"):
             expand_urls(spec)
 
@@ -78,7 +83,9 @@ def test_partial_batches_and_num_batches(shapes_shards: Path, collate) -> None:
     counts = [10, 10, 10, 10]
     for partial in (True, False):
         for workers in (0, 2):
-            pipe = pipeline(shapes_shards, collate, SampleErrors(), batch_size=3, partial=partial, num_workers=workers)
+            pipe = pipeline(
+                shapes_shards, collate, SampleErrors(), batch_size=3, partial=partial, num_workers=workers
+            )
             batches = read_all(pipe, workers)
             assert len(batches) == num_batches(counts, 3, num_workers=workers, partial=partial)
     assert num_batches(counts, 3, rank=1, world_size=2, num_workers=2) == 8
@@ -117,13 +124,17 @@ def test_truncated_tar_is_counted(shapes_shards: Path, tmp_path: Path, collate) 
 
 def test_too_few_shards_for_workers(shapes_shards: Path, collate) -> None:
     urls = expand_urls(shapes_shards)[:2]
-    with pytest.raises(ValueError, match=r"2 shard\(s\) for world_size=2 x num_workers=2 = 4.*resampled=True"):
+    with pytest.raises(
+        ValueError, match=r"2 shard\(s\) for world_size=2 x num_workers=2 = 4.*resampled=True"
+    ):
         pipeline(urls, collate, SampleErrors(), num_workers=2, world_size=2)
     pipeline(urls, collate, SampleErrors(), num_workers=2, world_size=2, resampled=True)  # fine: resampled
 
 
 def test_resampled_epoch_length(shapes_shards: Path, collate) -> None:
-    pipe = pipeline(expand_urls(shapes_shards)[:1], collate, SampleErrors(), resampled=True, samples_per_epoch=24)
+    pipe = pipeline(
+        expand_urls(shapes_shards)[:1], collate, SampleErrors(), resampled=True, samples_per_epoch=24
+    )
     batches = read_all(pipe)
     assert len(batches) == 6 and all(len(b["keys"]) == 4 for b in batches)
 
@@ -131,7 +142,9 @@ def test_resampled_epoch_length(shapes_shards: Path, collate) -> None:
 def test_image_transform() -> None:
     from PIL import Image
 
-    out = image_transform(8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(Image.new("RGB", (32, 32), (255, 0, 0)))
+    out = image_transform(8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(
+        Image.new("RGB", (32, 32), (255, 0, 0))
+    )
     assert out.shape == (3, 8, 8)
     assert torch.allclose(out[0], torch.ones(8, 8)) and torch.allclose(out[1], -torch.ones(8, 8))
 
@@ -171,11 +184,25 @@ def test_shapes_datamodule_fits_with_lightning(collate) -> None:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    dm = ShapesDataModule(train_size=40, test_size=10, image_size=16, samples_per_shard=20, batch_size=8,
-                          num_workers=2, shuffle_buffer=16)
+    dm = ShapesDataModule(
+        train_size=40,
+        test_size=10,
+        image_size=16,
+        samples_per_shard=20,
+        batch_size=8,
+        num_workers=2,
+        shuffle_buffer=16,
+    )
     dm.attach(TRANSFORM, TRANSFORM, collate)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(Probe(), datamodule=dm)
     # 2 shards x 20 samples, one per worker, full batches of 8 only: 2 x 2 batches per epoch
     assert trainer.num_training_batches == 4 and trainer.global_step == 8

@@ -84,7 +84,9 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"no {split} shards configured ({split}=null)")
         transform = self.train_transform if train else self.eval_transform
         if transform is None or self.collate is None:
-            raise RuntimeError("call attach(train_transform, eval_transform, collate) before asking for loaders")
+            raise RuntimeError(
+                "call attach(train_transform, eval_transform, collate) before asking for loaders"
+            )
         urls = expand_urls(spec)
         rank, world_size = self._world()
         batch_size = self.batch_size if train else self.eval_batch_size
@@ -92,7 +94,13 @@ class ShardDataModule(L.LightningDataModule):
         workers = self.num_workers
         if not train and len(urls) < world_size * max(1, workers):  # a small test split: fewer workers
             workers = min(workers, max(1, len(urls) // world_size))
-            log.info("%s: %d shard(s) feed %d worker(s) per rank, not %d", split, len(urls), workers, self.num_workers)
+            log.info(
+                "%s: %d shard(s) feed %d worker(s) per rank, not %d",
+                split,
+                len(urls),
+                workers,
+                self.num_workers,
+            )
         pipeline = make_pipeline(
             urls,
             transform=transform,
@@ -149,10 +157,16 @@ class ShapesDataModule(ShardDataModule):
         shuffle_buffer: int = 1000,
         resampled: bool = False,
     ) -> None:
-        super().__init__(None, None, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed)
+        super().__init__(
+            None, None, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed
+        )
         self.shapes_args = {
-            "root": root, "train_size": train_size, "test_size": test_size, "seed": seed,
-            "image_size": image_size, "samples_per_shard": samples_per_shard,
+            "root": root,
+            "train_size": train_size,
+            "test_size": test_size,
+            "seed": seed,
+            "image_size": image_size,
+            "samples_per_shard": samples_per_shard,
         }
 
     def prepare_data(self) -> None:

@@ -39,9 +39,21 @@ _RGB = {
     "purple": (135, 55, 180),
     "orange": (245, 130, 20),
 }
-_CENTRE = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "center": (0.5, 0.5)}
+_CENTRE = {
+    "left": (0.2, 0.5),
+    "right": (0.8, 0.5),
+    "top": (0.5, 0.2),
+    "bottom": (0.5, 0.8),
+    "center": (0.5, 0.5),
+}
 _GRID = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1), "center": (0, 0)}
-_WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "center": "in the center"}
+_WHERE = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "center": "in the center",
+}
 _NUMBER = {1: "one", 2: "two"}
 _PROPERTY = {
     "circle": "the {c} circle is round.",
@@ -56,7 +68,11 @@ _OPENINGS = (
     "we can see {n} {noun} in the picture.",
 )
 _OBJECT_SENTENCES = ("{ac} {s} is {w}.", "{w}, there is {ac} {s}.", "the {s} {w} is {c}.")
-_CLOSINGS = ("the background is light and empty.", "nothing else is in the picture.", "the rest of the image is empty.")
+_CLOSINGS = (
+    "the background is light and empty.",
+    "nothing else is in the picture.",
+    "the rest of the image is empty.",
+)
 _RELATIONS = ("to the left of", "to the right of", "above", "below")
 _DESCRIBE = (
     "describe the image in detail.",
@@ -96,14 +112,16 @@ def sample_scene(rng: random.Random) -> list[Obj]:
     n = rng.randint(1, 2)
     positions = rng.sample(POSITIONS, n)
     kinds = rng.sample([(c, s) for c in COLOURS for s in SHAPES], n)
-    objects = [(c, s, p) for (c, s), p in zip(kinds, positions)]
+    objects = [(c, s, p) for (c, s), p in zip(kinds, positions, strict=True)]
     return sorted(objects, key=lambda o: POSITIONS.index(o[2]))
 
 
 def render(objects: list[Obj], rng: random.Random, image_size: int = 64) -> Image.Image:
     """Draw the scene on a light, faintly noisy background."""
     base = np.array([rng.randint(225, 245) for _ in range(3)], dtype=np.int16)
-    noise = np.frombuffer(rng.randbytes(image_size * image_size), dtype=np.uint8).reshape(image_size, image_size)
+    noise = np.frombuffer(rng.randbytes(image_size * image_size), dtype=np.uint8).reshape(
+        image_size, image_size
+    )
     pixels = base[None, None, :] + (noise[:, :, None].astype(np.int16) % 9 - 4)  # (H, W, 3), +-4 levels
     image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
@@ -141,9 +159,19 @@ def _qa(objects: list[Obj], rng: random.Random) -> list[dict[str, str]]:
     cands: list[dict[str, str]] = []
     for c, s, p in objects:
         name = s if shapes.count(s) == 1 else f"{s} {_WHERE[p]}"
-        cands.append({"question": f"what colour is the {name}?", "answer": c, "sentence": f"the {name} is {c}."})
-        cands.append({"question": f"what shape is {_WHERE[p]}?", "answer": s, "sentence": f"there is a {s} {_WHERE[p]}."})
-        cands.append({"question": f"where is the {c} {s}?", "answer": p, "sentence": f"the {c} {s} is {_WHERE[p]}."})
+        cands.append(
+            {"question": f"what colour is the {name}?", "answer": c, "sentence": f"the {name} is {c}."}
+        )
+        cands.append(
+            {
+                "question": f"what shape is {_WHERE[p]}?",
+                "answer": s,
+                "sentence": f"there is a {s} {_WHERE[p]}.",
+            }
+        )
+        cands.append(
+            {"question": f"where is the {c} {s}?", "answer": p, "sentence": f"the {c} {s} is {_WHERE[p]}."}
+        )
     sentence = "there is one shape." if n == 1 else "there are two shapes."
     cands.append({"question": "how many shapes are there?", "answer": _NUMBER[n], "sentence": sentence})
     c, s, _ = rng.choice(objects)
@@ -151,14 +179,20 @@ def _qa(objects: list[Obj], rng: random.Random) -> list[dict[str, str]]:
     cands.append({"question": f"is there {ac} {s}?", "answer": "yes", "sentence": f"yes, there is {ac} {s}."})
     present = {(c, s) for c, s, _ in objects}
     c, s = rng.choice([(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present])
-    cands.append({"question": f"is there {_a(c)} {c} {s}?", "answer": "no", "sentence": f"no, there is no {c} {s}."})
+    cands.append(
+        {"question": f"is there {_a(c)} {c} {s}?", "answer": "no", "sentence": f"no, there is no {c} {s}."}
+    )
     p = rng.choice(POSITIONS)
     s = rng.choice(SHAPES)
     w = _WHERE[p]
     if any(o[1:] == (s, p) for o in objects):
-        cands.append({"question": f"is there a {s} {w}?", "answer": "yes", "sentence": f"yes, there is a {s} {w}."})
+        cands.append(
+            {"question": f"is there a {s} {w}?", "answer": "yes", "sentence": f"yes, there is a {s} {w}."}
+        )
     else:
-        cands.append({"question": f"is there a {s} {w}?", "answer": "no", "sentence": f"no, there is no {s} {w}."})
+        cands.append(
+            {"question": f"is there a {s} {w}?", "answer": "no", "sentence": f"no, there is no {s} {w}."}
+        )
     return rng.sample(cands, rng.randint(3, 5))
 
 
@@ -175,8 +209,12 @@ def _relation(a: Obj, b: Obj) -> str | None:
 def description(objects: list[Obj], rng: random.Random) -> str:
     """A detailed, always-true description of 3-5 sentences in varied phrasings."""
     n = len(objects)
-    opening = rng.choice(_OPENINGS).format(n=_NUMBER[n], noun="shape" if n == 1 else "shapes", be="is" if n == 1 else "are")
-    body = [rng.choice(_OBJECT_SENTENCES).format(ac=f"{_a(c)} {c}", c=c, s=s, w=_WHERE[p]) for c, s, p in objects]
+    opening = rng.choice(_OPENINGS).format(
+        n=_NUMBER[n], noun="shape" if n == 1 else "shapes", be="is" if n == 1 else "are"
+    )
+    body = [
+        rng.choice(_OBJECT_SENTENCES).format(ac=f"{_a(c)} {c}", c=c, s=s, w=_WHERE[p]) for c, s, p in objects
+    ]
     if n == 2 and (rel := _relation(*objects)) is not None:
         (c1, s1, _), (c2, s2, _) = objects
         body.append(f"the {c1} {s1} is {rel} the {c2} {s2}.")
@@ -199,7 +237,9 @@ def conversation(cap: str, desc: str, qa: list[dict[str, str]], rng: random.Rand
     return messages
 
 
-def make_sample(index: int, split: str = "train", seed: int = 0, image_size: int = 64) -> tuple[Image.Image, str, dict[str, Any]]:
+def make_sample(
+    index: int, split: str = "train", seed: int = 0, image_size: int = 64
+) -> tuple[Image.Image, str, dict[str, Any]]:
     """Sample ``index`` of ``split``: (image, caption, record for ``key.json``)."""
     rng = _rng(seed, split, index)
     objects = sample_scene(rng)
@@ -224,9 +264,20 @@ def make_sample(index: int, split: str = "train", seed: int = 0, image_size: int
 def vocabulary() -> list[str]:
     """Every word any generated text can contain (lowercase, no punctuation), sorted."""
     texts = [
-        *_OPENINGS, *_OBJECT_SENTENCES, *_CLOSINGS, *_RELATIONS, *_DESCRIBE, *_CAPTION_PROMPTS, *_QA_TEXT,
-        *_PROPERTY.values(), *_WHERE.values(), *_NUMBER.values(), "a and shape shapes is are",
-        *COLOURS, *SHAPES, *POSITIONS,
+        *_OPENINGS,
+        *_OBJECT_SENTENCES,
+        *_CLOSINGS,
+        *_RELATIONS,
+        *_DESCRIBE,
+        *_CAPTION_PROMPTS,
+        *_QA_TEXT,
+        *_PROPERTY.values(),
+        *_WHERE.values(),
+        *_NUMBER.values(),
+        "a and shape shapes is are",
+        *COLOURS,
+        *SHAPES,
+        *POSITIONS,
     ]
     words = set()
     for text in texts:
@@ -285,7 +336,13 @@ def ensure_shapes(
     if not (final / "train" / "manifest.json").is_file():
         tmp = root / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        log.info("generating shapes dataset (train=%d, test=%d, %dpx) in %s", train_size, test_size, image_size, final)
+        log.info(
+            "generating shapes dataset (train=%d, test=%d, %dpx) in %s",
+            train_size,
+            test_size,
+            image_size,
+            final,
+        )
         try:
             for split, size in sizes.items():
                 start = time.perf_counter()

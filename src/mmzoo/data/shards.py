@@ -146,7 +146,12 @@ class ShardWriter:
         self._shard_skipped += 1
 
     def summary(self) -> dict[str, Any]:
-        return {"out": str(self.out), "written": self.total, "shards": len(self.shards), "skipped": dict(self.skipped)}
+        return {
+            "out": str(self.out),
+            "written": self.total,
+            "shards": len(self.shards),
+            "skipped": dict(self.skipped),
+        }
 
     def close(self) -> None:
         self._close_shard()
@@ -239,7 +244,10 @@ def write_from_table(
                 writer.skip("missing_image")
                 continue
             image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-            record = {"source": image, **{k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}}
+            record = {
+                "source": image,
+                **{k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))},
+            }
             _write_checked(writer, image_path, caption, record)
     return writer.summary()
 
@@ -286,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             splits = ensure_shapes(
                 args.out, args.train_size, args.test_size, args.seed, args.image_size, args.samples_per_shard
             )
-            summary = {split: {"shards": len(urls), "folder": str(Path(urls[0]).parent)} for split, urls in splits.items()}
+            summary = {
+                split: {"shards": len(urls), "folder": str(Path(urls[0]).parent)}
+                for split, urls in splits.items()
+            }
     except (FileNotFoundError, ValueError, ImportError) as exn:
         print(f"error: {exn}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import random
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial as bind
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,9 @@ def expand_urls(spec: str | Sequence[str]) -> list[str]:
                 matches = sorted(glob.glob(url)) if glob.has_magic(url) else [url]
                 missing = [m for m in matches if not Path(m).is_file()]
                 if missing or not matches:
-                    raise FileNotFoundError(f"no shard file {missing[0] if missing else url!r} for spec {spec!r}")
+                    raise FileNotFoundError(
+                        f"no shard file {missing[0] if missing else url!r} for spec {spec!r}"
+                    )
                 urls.extend(matches)
     if not urls:
         raise FileNotFoundError(f"no shards (*.tar) found for spec {spec!r}")
@@ -105,18 +108,27 @@ class SampleErrors:
     so forked (or spawned) workers increment the same cells the parent reads. The first
     ``max_logged`` problems are logged with their key/url and kept for ``report()``.
     Use an instance as the webdataset ``handler``: it records and returns True (skip).
+    ``context`` must match the DataLoader's ``multiprocessing_context`` (default: both the
+    interpreter's default start method).
     """
 
     REASONS = (
-        "missing_image", "missing_caption", "corrupt_image", "bad_json", "transform_failed",
-        "tar_read", "open_failed", "other",
+        "missing_image",
+        "missing_caption",
+        "corrupt_image",
+        "bad_json",
+        "transform_failed",
+        "tar_read",
+        "open_failed",
+        "other",
     )
     _EXAMPLE_BYTES = 300
 
-    def __init__(self, max_logged: int = 5) -> None:
+    def __init__(self, max_logged: int = 5, context: BaseContext | None = None) -> None:
+        ctx = context or mp.get_context()
         self.max_logged = max_logged
-        self._counts = mp.Array("q", len(self.REASONS) + 1)  # last cell: examples stored
-        self._examples = mp.Array("c", max(1, max_logged) * self._EXAMPLE_BYTES, lock=False)
+        self._counts = ctx.Array("q", len(self.REASONS) + 1)  # last cell: examples stored
+        self._examples = ctx.Array("c", max(1, max_logged) * self._EXAMPLE_BYTES, lock=False)
 
     @classmethod
     def classify(cls, exn: BaseException) -> str:
@@ -174,8 +186,8 @@ class SampleErrors:
 class SharedEpoch:
     """An epoch number the parent sets and every worker reads (shared memory)."""
 
-    def __init__(self, epoch: int = -1) -> None:
-        self._value = mp.Value("i", epoch)
+    def __init__(self, epoch: int = -1, context: BaseContext | None = None) -> None:
+        self._value = (context or mp.get_context()).Value("i", epoch)
 
     def get(self) -> int:
         return self._value.value
@@ -224,7 +236,9 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     key, url = sample.get("__key__", "?"), sample.get("__url__", "?")
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
-        raise SampleError("missing_image", key, url, f"members: {sorted(k for k in sample if not k.startswith('__'))}")
+        raise SampleError(
+            "missing_image", key, url, f"members: {sorted(k for k in sample if not k.startswith('__'))}"
+        )
     caption = sample.get("txt", b"").decode("utf-8", "replace").strip()
     if not caption:
         raise SampleError("missing_caption", key, url)
@@ -240,23 +254,29 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return {"key": key, "image": image, "caption": caption, "meta": meta}
 
 
-def _apply_transform(transform: Callable[[Image.Image], torch.Tensor], sample: dict[str, Any]) -> dict[str, Any]:
+def _apply_transform(
+    transform: Callable[[Image.Image], torch.Tensor], sample: dict[str, Any]
+) -> dict[str, Any]:
     try:
         return {**sample, "image": transform(sample["image"])}
     except Exception as exn:
-        raise SampleError("transform_failed", sample["key"], sample["meta"].get("url", "?"), repr(exn)) from exn
+        raise SampleError(
+            "transform_failed", sample["key"], sample["meta"].get("url", "?"), repr(exn)
+        ) from exn
 
 
 def image_transform(
     image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
 ) -> transforms.Compose:
     """PIL -> (3, image_size, image_size) normalised float tensor; deterministic (positions matter)."""
-    return transforms.Compose([
-        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
-        transforms.CenterCrop(image_size),  # a no-op on square images such as shapes
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+            transforms.CenterCrop(image_size),  # a no-op on square images such as shapes
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 def make_pipeline(
@@ -295,7 +315,11 @@ def make_pipeline(
                 f"(num_workers <= {max(1, len(urls) // world_size)}), write more shards (smaller "
                 "samples_per_shard), or set resampled=True."
             )
-        source = [ShardList(urls, seed, epoch, shuffle=shuffle_buffer > 0), wds.split_by_node, wds.split_by_worker]
+        source = [
+            ShardList(urls, seed, epoch, shuffle=shuffle_buffer > 0),
+            wds.split_by_node,
+            wds.split_by_worker,
+        ]
     stages = [
         *source,
         wds.tarfile_to_samples(handler=errors),
@@ -308,14 +332,22 @@ def make_pipeline(
     if resampled:
         total = samples_per_epoch or dataset_size(urls)
         if total is None:
-            raise ValueError("resampled=True needs samples_per_epoch: the shards have no manifest or _stats.json")
+            raise ValueError(
+                "resampled=True needs samples_per_epoch: the shards have no manifest or _stats.json"
+            )
         pipeline = pipeline.with_epoch(nbatches=max(1, total // (consumers * batch_size)))
     pipeline.epoch = epoch
     return pipeline
 
 
 def num_batches(
-    counts: Sequence[int], batch_size: int, *, rank: int = 0, world_size: int = 1, num_workers: int = 0, partial: bool = True
+    counts: Sequence[int],
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    partial: bool = True,
 ) -> int:
     """Batches one rank yields per epoch when shards are dealt round-robin to ranks, then workers."""
     mine = list(counts)[rank::world_size]
@@ -327,7 +359,9 @@ def num_batches(
 class ShardLoader(wds.WebLoader):
     """A ``WebLoader`` (batching already done in the pipeline) that advances the epoch and knows its length."""
 
-    def __init__(self, pipeline: wds.DataPipeline, *, num_workers: int = 0, length: int | None = None, **kw: Any) -> None:
+    def __init__(
+        self, pipeline: wds.DataPipeline, *, num_workers: int = 0, length: int | None = None, **kw: Any
+    ) -> None:
         super().__init__(pipeline, batch_size=None, shuffle=False, num_workers=num_workers, **kw)
         self.epoch: SharedEpoch = pipeline.epoch
         self.length = length

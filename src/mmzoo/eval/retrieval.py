@@ -1,5 +1,10 @@
 """Image <-> text retrieval recall@K, via torchmetrics.
 
+Recall@K here is the retrieval-literature one (COCO, Flickr30k, CLIP): the fraction of
+queries with a relevant item in the top K, which torchmetrics calls ``RetrievalHitRate``
+(its ``RetrievalRecall`` is the fraction of *all* relevant items found, a different number
+once several items are relevant).
+
 Relevance is by *group*: two items are a match when they share a group id (on the
 ``shapes`` data, the canonical scene string, because identical scenes have identical
 captions and no model could tell them apart). Without groups, only the paired item is
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchmetrics.retrieval import RetrievalRecall
+from torchmetrics.retrieval import RetrievalHitRate
 
 
 def relevance(groups: Sequence[str] | None, n: int, device: torch.device | None = None) -> torch.Tensor:
@@ -31,7 +36,7 @@ def recall_at_k(similarity: torch.Tensor, relevant: torch.Tensor, ks: Sequence[i
     indexes = torch.arange(q, device=similarity.device)[:, None].expand(q, n).reshape(-1)
     out = {}
     for k in ks:
-        metric = RetrievalRecall(top_k=k)
+        metric = RetrievalHitRate(top_k=k)
         out[k] = float(metric(similarity.reshape(-1).float(), relevant.reshape(-1), indexes=indexes))
     return out
 
