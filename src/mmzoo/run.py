@@ -44,7 +44,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.LightningModule, L.Lightnin
     if cfg.get("init_from"):
         init_from(module, str(cfg.init_from))
     datamodule = instantiate(cfg.data, _convert_="partial")
-    datamodule.attach(module.image_transform(), module.image_transform(), module.collator())
+    datamodule.attach(module.image_transform(), module.image_transform(), module.collator(train=True), module.collator(train=False))
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         save_last=True,
@@ -107,7 +107,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": {
             "train_samples": getattr(datamodule, "num_train_samples", None),
             "skipped_samples": datamodule.errors.total,
-            "skipped_by_reason": datamodule.errors.counts(),
+            "skipped_by_reason": datamodule.errors.counts,
         },
         "lineage": OmegaConf.to_container(saved_cfg.get("lineage", {})),
     }

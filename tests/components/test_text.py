@@ -105,9 +105,34 @@ def test_open_clip_text_tokens_match_open_clip(tokenizer, batch) -> None:
     tower = _build_text_tower(32, cfg).eval()
     torch.manual_seed(0)
     encoder = OpenClipTextEncoder(text_cfg=dict(width=64, heads=2, layers=2), tokenizer=tokenizer, embed_dim=32, max_length=32)
-    encoder.load_state_dict({k: v for k, v in tower.state_dict().items() if k != "text_projection"}, strict=False)
+    result = encoder.load_state_dict({k: v for k, v in tower.state_dict().items() if k != "text_projection"}, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
     out = _run(encoder, batch)
     ids = torch.nn.functional.pad(batch["input_ids"], (0, 32 - batch["input_ids"].shape[1]))
     with torch.no_grad():
         _, tokens = tower(ids)
     torch.testing.assert_close(out.tokens, tokens[:, : out.tokens.shape[1]])
+
+
+def test_open_clip_text_local_pretrained_file(tmp_path, tokenizer, batch) -> None:
+    """The user path: ``create_model(name, pretrained=<local file>)``; tokens match ``encode_text``'s."""
+    import json
+
+    import open_clip
+
+    (tmp_path / "configs").mkdir()
+    vision_cfg = dict(image_size=32, patch_size=8, width=32, layers=1, head_width=32)
+    text_cfg = dict(context_length=16, vocab_size=len(tokenizer), width=64, heads=2, layers=2)
+    config = {"embed_dim": 32, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    (tmp_path / "configs" / "mmzoo-test-tiny-text.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "configs")
+    source = open_clip.create_model("mmzoo-test-tiny-text").eval()
+    torch.save(source.state_dict(), tmp_path / "tiny.pt")
+    encoder = OpenClipTextEncoder("mmzoo-test-tiny-text", pretrained=str(tmp_path / "tiny.pt"), tokenizer=tokenizer)
+    out = _run(encoder, batch)
+    assert encoder.max_length == 16
+    ids = torch.nn.functional.pad(batch["input_ids"], (0, 16 - batch["input_ids"].shape[1]))
+    with torch.no_grad():
+        expected = source.ln_final(source.transformer(source.token_embedding(ids) + source.positional_embedding,
+                                                      attn_mask=source.attn_mask))
+    torch.testing.assert_close(out.tokens, expected[:, : out.tokens.shape[1]])

@@ -145,7 +145,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_end_to_end(image_folder: Path, tmp_path: Path) -> None:
-    assert "img2dataset" in run_cli("--help").stdout
     done = run_cli("folder", str(image_folder), str(tmp_path / "f"), "--samples-per-shard", "2")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["written"] == 3
@@ -187,11 +186,16 @@ def test_cli_table_in_process(image_folder: Path, tmp_path: Path, capsys: pytest
     assert "no column" in capsys.readouterr().err
 
 
-def test_cli_reports_bad_input(tmp_path: Path) -> None:
+def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     done = run_cli("folder", str(tmp_path / "missing"), str(tmp_path / "out"))
-    assert done.returncode != 0 and "error:" in done.stderr and "missing" in done.stderr
+    assert done.returncode == 2 and "error:" in done.stderr and "missing" in done.stderr
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "x.jpg").write_bytes(jpeg_bytes())  # no caption: nothing to write
-    done = run_cli("folder", str(tmp_path / "only"), str(tmp_path / "out"))
-    assert done.returncode == 1 and "no sample was written" in done.stderr
-    assert run_cli("table").returncode == 2  # argparse usage error
+    assert main(["folder", str(tmp_path / "only"), str(tmp_path / "out")]) == 1
+    assert "no sample was written" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["table"])  # argparse usage error
+    assert usage.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "img2dataset" in capsys.readouterr().out

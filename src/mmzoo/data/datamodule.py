@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Mapping, Callable
 from typing import Any
 
 import lightning as L
@@ -43,9 +43,12 @@ class ShardDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         resampled: bool = False,
         seed: int = 0,
+        zero_shot: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.train, self.test = train, test
+        # zero-shot classification tasks this data defines (read by dual-encoder models)
+        self.zero_shot = dict(zero_shot or {})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -56,6 +59,7 @@ class ShardDataModule(L.LightningDataModule):
         self.train_transform: Callable[[Image.Image], torch.Tensor] | None = None
         self.eval_transform: Callable[[Image.Image], torch.Tensor] | None = None
         self.collate: Callable[[list[dict[str, Any]]], Any] | None = None
+        self.eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None
         self._train_epoch = SharedEpoch()  # survives dataloader rebuilds, so reshuffles keep advancing
 
     def attach(
@@ -63,9 +67,12 @@ class ShardDataModule(L.LightningDataModule):
         train_transform: Callable[[Image.Image], torch.Tensor],
         eval_transform: Callable[[Image.Image], torch.Tensor],
         collate: Callable[[list[dict[str, Any]]], Any],
+        eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None,
     ) -> ShardDataModule:
-        """Give the model's image transforms and collator; call before ``fit``/``test``."""
+        """Give the model's image transforms and collators (the evaluation one may differ, e.g.
+        generation prompts instead of teacher-forced targets); call before ``fit``/``test``."""
         self.train_transform, self.eval_transform, self.collate = train_transform, eval_transform, collate
+        self.eval_collate = eval_collate or collate
         return self
 
     @property
@@ -104,7 +111,7 @@ class ShardDataModule(L.LightningDataModule):
         pipeline = make_pipeline(
             urls,
             transform=transform,
-            collate=self.collate,
+            collate=self.collate if train else self.eval_collate,
             batch_size=batch_size,
             shuffle_buffer=self.shuffle_buffer if train else 0,
             resampled=resampled,
@@ -132,8 +139,6 @@ class ShardDataModule(L.LightningDataModule):
     def test_dataloader(self) -> ShardLoader:
         return self._loader(self.test, "test", train=False)
 
-    def val_dataloader(self) -> ShardLoader:
-        return self._loader(self.test, "test", train=False)
 
     def teardown(self, stage: str) -> None:
         if self.errors.total:
@@ -156,9 +161,10 @@ class ShapesDataModule(ShardDataModule):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         resampled: bool = False,
+        zero_shot: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            None, None, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed
+            None, None, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed, zero_shot
         )
         self.shapes_args = {
             "root": root,
@@ -195,6 +201,3 @@ class ShapesDataModule(ShardDataModule):
         self._ensure()
         return super().test_dataloader()
 
-    def val_dataloader(self) -> ShardLoader:
-        self._ensure()
-        return super().val_dataloader()

@@ -104,7 +104,8 @@ class ZooModule(L.LightningModule):
     def on_fit_start(self) -> None:
         counts = self.parameter_counts()
         log.info("parameters: %s trainable of %s total", f"{counts['trainable']:,}", f"{counts['total']:,}")
-        self.log_dict({f"params/{k}": float(v) for k, v in counts.items()}, rank_zero_only=True)
+        if self.logger is not None:
+            self.logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
 
     def record_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)

@@ -75,7 +75,7 @@ class ClipModule(ZooModule):
         enc = self.model.encoder
         return image_transform(enc.image_size, enc.mean, enc.std)
 
-    def collator(self) -> ClipCollator:
+    def collator(self, train: bool = True) -> ClipCollator:
         return ClipCollator(self.model.text.tokenizer, self.model.text.max_length)
 
     # ---- training -------------------------------------------------------------------
