@@ -78,3 +78,42 @@ def collate():
 @pytest.fixture
 def shapes_writer():
     return write_shapes
+
+
+# ---- tiny end-to-end runs ---------------------------------------------------------------
+# Overrides that shrink any zoo run to seconds: a small shapes split, 32 px, no workers.
+TINY_DATA = [
+    "data.train_size=1000",
+    "data.test_size=128",
+    "data.samples_per_shard=250",
+    "data.image_size=32",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "data.shuffle_buffer=200",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_zoo(run_dir: Path, overrides: list[str]) -> dict:
+    """Compose the real config with ``overrides`` and run it in-process into ``run_dir``."""
+    from mmzoo.api import compose_config
+    from mmzoo.run import train_and_evaluate
+
+    return train_and_evaluate(compose_config([*TINY_DATA, *overrides]), run_dir)
+
+
+@pytest.fixture(scope="session")
+def clip_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP trained briefly: the frozen vision tower of the generative-model tests."""
+    out = tmp_path_factory.mktemp("runs") / "clip"
+    run_zoo(out, ["model=clip", "trainer.max_steps=150"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaMA pretrained briefly on the shapes text: the frozen LLM of those tests."""
+    out = tmp_path_factory.mktemp("runs") / "lm"
+    run_zoo(out, ["model=lm", "trainer.max_steps=150"])
+    return out

@@ -8,9 +8,9 @@ is the Hydra entry point.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from mmzoo import runs
 from mmzoo.report import print_metrics
 
 log = logging.getLogger("mmzoo.run")
+# frozen parts are kept in eval mode on purpose (see ZooModule.train)
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -38,9 +40,9 @@ def resume_checkpoint(run_dir: Path) -> str | None:
 
 
 def build(cfg: DictConfig, run_dir: Path) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
-    """Instantiate model, data and trainer from a config; parts reused from other runs load here."""
-    build_cfg, _ = runs.resolve_parts(cfg)
-    module = instantiate(build_cfg.model, _convert_="all")
+    """Instantiate model, data and trainer from a config whose parts are resolved
+    (``runs.resolve_parts``): parts reused from other runs load here."""
+    module = instantiate(cfg.model, _convert_="all")
     if cfg.get("init_from"):
         init_from(module, str(cfg.init_from))
     datamodule = instantiate(cfg.data, _convert_="partial")
@@ -75,10 +77,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
-    _, saved_cfg = runs.resolve_parts(cfg)
+    build_cfg, saved_cfg = runs.resolve_parts(cfg)
     (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
 
-    module, datamodule, trainer = build(cfg, run_dir)
+    module, datamodule, trainer = build(build_cfg, run_dir)
     counts = module.parameter_counts()
     log.info("run directory: %s", run_dir)
     log.info("parameters: %s trainable / %s total", f"{counts['trainable']:,}", f"{counts['total']:,}")
@@ -112,6 +114,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "lineage": OmegaConf.to_container(saved_cfg.get("lineage", {})),
     }
     runs.write_metrics(run_dir, metrics)
+    if hasattr(module, "write_examples"):
+        module.write_examples(run_dir, cfg.num_examples)
     if datamodule.errors.total:
         log.warning("skipped %d bad samples: %s", datamodule.errors.total, datamodule.errors.report())
     print_metrics(metrics, run_dir)

@@ -25,6 +25,10 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 PARTS = ("encoder", "text", "bridge", "llm")
+# keys that change how a part runs but not the shapes of its weights: they may be set beside
+# ``from_run`` (LLaVA takes a CLIP run's encoder at layer -2, patch tokens only)
+RUNTIME_KEYS = ("layer", "tokens", "norm", "max_length", "frozen", "torch_dtype", "gradient_checkpointing",
+                "attn_implementation")
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.yaml", "model.safetensors", "metrics.json"
 
 
@@ -69,13 +73,13 @@ def _build_and_load(node: DictConfig, run_dir: str, part: str, *args: Any, **kwa
     return module
 
 
-def load_part(run_dir: str, part: str) -> Any:
-    """Rebuild ``part`` of a finished run with its trained weights.
+def load_part(run_dir: str, part: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Rebuild ``part`` of a finished run with its trained weights (``overrides``: RUNTIME_KEYS).
 
     For a partial part (a bridge, whose dimensions are injected at build time) this returns
     a factory that builds and then loads.
     """
-    node = part_config(run_dir, part)
+    node = with_runtime_keys(part_config(run_dir, part), overrides or {})
     if node.get("_partial_", False):
         return functools.partial(_build_and_load, node, run_dir, part)
     module = instantiate(node, _convert_="all")
@@ -89,6 +93,14 @@ def part_config(run_dir: str | Path, part: str) -> DictConfig:
     node = read_config(run_dir).get(part)
     if node is None:
         raise ValueError(f"run {run_dir} has no part {part!r}")
+    return node
+
+
+def with_runtime_keys(node: DictConfig, overrides: Mapping[str, Any]) -> DictConfig:
+    node = node.copy()
+    for key in RUNTIME_KEYS:
+        if key in overrides:
+            node[key] = overrides[key]
     return node
 
 
@@ -112,8 +124,9 @@ def resolve_parts(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
             from mmzoo.zoo import resolve
 
             from_run = resolve(str(from_run))
-            build[part] = {"_target_": "mmzoo.runs.load_part", "run_dir": from_run, "part": part}
-            saved[part] = part_config(from_run, part)
+            runtime = {k: node[k] for k in RUNTIME_KEYS if k in node}
+            build[part] = {"_target_": "mmzoo.runs.load_part", "run_dir": from_run, "part": part, "overrides": runtime}
+            saved[part] = with_runtime_keys(part_config(from_run, part), runtime)
             lineage[part] = from_run
         else:
             for c in (build, saved):
