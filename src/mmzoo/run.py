@@ -78,9 +78,11 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     build_cfg, saved_cfg = runs.resolve_parts(cfg)
-    (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg, resolve=True))
-
     module, datamodule, trainer = build(build_cfg, run_dir)
+    saved_cfg = OmegaConf.create(OmegaConf.to_container(saved_cfg, resolve=True))
+    runs.save_tokenizers(module.model, saved_cfg, run_dir)
+    runs.save_tokenizers(module.model, saved_cfg.model, run_dir)
+    (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg))
     counts = module.parameter_counts()
     log.info("run directory: %s", run_dir)
     log.info("parameters: %s trainable / %s total", f"{counts['trainable']:,}", f"{counts['total']:,}")

@@ -32,11 +32,25 @@ RUNTIME_KEYS = ("layer", "tokens", "norm", "max_length", "frozen", "torch_dtype"
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.yaml", "model.safetensors", "metrics.json"
 
 
+RUN_DIR_TOKEN = "@run"  # paths inside a run are saved relative to it, so runs can move
+
+
+def _resolve_run_paths(value: Any, run_dir: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_run_paths(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_run_paths(v, run_dir) for v in value]
+    if isinstance(value, str) and value.startswith(RUN_DIR_TOKEN + "/"):
+        return str(run_dir.resolve() / value[len(RUN_DIR_TOKEN) + 1 :])
+    return value
+
+
 def read_config(run_dir: str | Path) -> DictConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE} in it")
-    return OmegaConf.load(path)  # type: ignore[return-value]
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return OmegaConf.create(_resolve_run_paths(data, Path(run_dir)))
 
 
 def read_weights(run_dir: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -58,7 +72,13 @@ def save_weights(model: nn.Module, run_dir: str | Path) -> Path:
 
 def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True) -> None:
     """``load_state_dict`` that says what did not match instead of failing deep inside."""
-    missing, unexpected = module.load_state_dict(dict(state), strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(dict(state), strict=False)
+    except RuntimeError as err:  # shape mismatches: say which run and why it may happen
+        raise ValueError(
+            f"{what}: weights do not fit the part as configured (a different size, or a tokenizer "
+            f"with another vocabulary?):\n{err}"
+        ) from None
     if strict and (missing or unexpected):
         raise ValueError(
             f"{what}: weights do not fit the part (missing {missing[:5]}..., unexpected {unexpected[:5]}...)"
@@ -133,6 +153,26 @@ def resolve_parts(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
                 c[part].pop("from_run", None)
     saved["lineage"] = lineage
     return build, saved
+
+
+def save_tokenizers(model: nn.Module, saved_cfg: DictConfig, run_dir: str | Path) -> None:
+    """Save each part's tokenizer in the run and point the saved config at it.
+
+    Token ids are part of a model's weights: a run rebuilt later (``from_run``,
+    ``from_pretrained``) must tokenise exactly as it was trained, even if the code that
+    built an in-memory tokenizer has changed since.
+    """
+    for part in ("text", "llm"):
+        tokenizer = getattr(getattr(model, part, None), "tokenizer", None)
+        node = saved_cfg.get(part)
+        if tokenizer is None or not isinstance(node, DictConfig) or "tokenizer" not in node:
+            continue
+        target = Path(run_dir) / "tokenizers" / part
+        tokenizer.save_pretrained(str(target))
+        node["tokenizer"] = {
+            "_target_": "transformers.AutoTokenizer.from_pretrained",
+            "pretrained_model_name_or_path": f"{RUN_DIR_TOKEN}/tokenizers/{part}",
+        }
 
 
 def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:

@@ -41,8 +41,14 @@ def recipes() -> dict[str, list[str]]:
 
 
 def recipe_dir(name: str, overrides: list[str]) -> Path:
-    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:10]
-    return cache_root() / f"{name}-{digest}"
+    """Cache folder of a recipe: keyed by its overrides, the package version and the tiny
+    tokenizer's vocabulary (a saved model's embeddings are only valid for the same ids)."""
+    from mmzoo import __version__
+    from mmzoo.data.tokenizer import shapes_tokenizer
+
+    vocab = sorted(shapes_tokenizer().get_vocab().items(), key=lambda kv: kv[1])
+    key = "\n".join([*overrides, __version__, repr(vocab)])
+    return cache_root() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def resolve(ref: str) -> str:

@@ -138,8 +138,13 @@ class VLMCollator:
             return _single(self._instruction("describe", rng), _field(meta, "description"))
         if task == "vqa":
             qa = rng.choice(_field(meta, "qa"))
-            return _single(qa["question"], qa["answer"])
+            return _single(self.vqa_prompt(qa["question"]), qa["answer"])
         return list(_field(meta, "conversation"))
+
+    def vqa_prompt(self, question: str) -> str:
+        """A short-answer question: the question plus the 'answer with one word' instruction."""
+        suffix = (self.instructions.get("short_answer") or [""])[0]
+        return f"{question} {suffix}".strip()
 
     def _task(self, rng: random.Random) -> str:
         names = list(self.tasks)
@@ -212,7 +217,7 @@ class VLMCollator:
     def _eval(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         caption_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self._caption_instruction()}"}]] * len(samples)
         vqa = [self._rng(str(s.get("key", i))).choice(_field(s.get("meta", {}), "qa")) for i, s in enumerate(samples)]
-        vqa_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{qa['question']}"}] for qa in vqa]
+        vqa_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self.vqa_prompt(qa['question'])}"}] for qa in vqa]
         return {
             "caption_prompt": self.prompts(caption_turns),
             "vqa_prompt": self.prompts(vqa_turns),

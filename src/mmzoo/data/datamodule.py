@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad
-from mmzoo.data.templates import IMAGE_PLACEHOLDER, ConversationTemplate, load_template
+from mmzoo.data.templates import IMAGE_PLACEHOLDER, load_template
 from mmzoo.lit.base import ZooModule
 from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
 from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS
@@ -113,6 +113,6 @@ class LanguageModelModule(ZooModule):
 
     def on_test_epoch_end(self) -> None:
         total = sum(n for _, n in self._losses)
-        loss = sum(l for l, _ in self._losses) / max(total, 1)
+        loss = sum(summed for summed, _ in self._losses) / max(total, 1)
         self.results = {"lm/loss": loss, "lm/perplexity": math.exp(min(loss, 50.0))}
         self.log_dict(self.results)
