@@ -52,7 +52,7 @@ def test_only_assistant_replies_are_supervised(tokenizer, template, answers):
     assert supervised == expected
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     assert enc.input_ids.count(image_id) == 3  # expanded to the bridge's token count
-    assert all(lab == IGNORE_INDEX for i, lab in zip(enc.input_ids, enc.labels) if i == image_id)
+    assert all(lab == IGNORE_INDEX for i, lab in zip(enc.input_ids, enc.labels, strict=True) if i == image_id)
     assert enc.input_ids[0] == tokenizer.bos_token_id and enc.labels[0] == IGNORE_INDEX
 
 

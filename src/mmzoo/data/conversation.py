@@ -25,6 +25,19 @@ from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL
 TASKS = ("caption", "describe", "conversation", "vqa")
 
 
+def task_weights(tasks: Mapping[str, float] | Sequence[str]) -> dict[str, float]:
+    """``[caption, caption, vqa]`` or ``{caption: 2, vqa: 1}`` -> ``{caption: 2.0, vqa: 1.0}``.
+
+    Configs use the list form: Hydra merges dicts key by key, so an experiment could not
+    *replace* a model's task mix with a dict, while a list replaces it whole."""
+    if isinstance(tasks, Mapping):
+        return {k: float(v) for k, v in tasks.items()}
+    weights: dict[str, float] = {}
+    for name in tasks:
+        weights[name] = weights.get(name, 0.0) + 1.0
+    return weights
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -87,7 +100,8 @@ def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> 
 class VLMCollator:
     """Samples -> a batch for training (``mode='train'``) or for generation (``mode='eval'``).
 
-    ``tasks`` maps task names (``TASKS``) to sampling weights; ``instructions`` maps
+    ``tasks`` lists task names (``TASKS``) sampled uniformly (a repeated name weighs more),
+    or maps them to sampling weights; ``instructions`` maps
     'caption' / 'describe' to the instruction lists one is sampled from.
     """
 
@@ -97,12 +111,13 @@ class VLMCollator:
         template: ConversationTemplate,
         num_image_tokens: int,
         max_length: int,
-        tasks: Mapping[str, float],
+        tasks: Mapping[str, float] | Sequence[str],
         instructions: Mapping[str, Sequence[str]],
         is_encoder_decoder: bool = False,
         mode: str = "train",
         seed: int = 0,
     ) -> None:
+        tasks = task_weights(tasks)
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; valid: {list(TASKS)}")

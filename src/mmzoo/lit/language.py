@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad
+from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad, task_weights
 from mmzoo.data.templates import IMAGE_PLACEHOLDER, load_template
 from mmzoo.lit.base import ZooModule
 from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
@@ -40,7 +40,7 @@ class TextCollator:
         self,
         tokenizer: Any,
         templates: Sequence[str],
-        tasks: Mapping[str, float],
+        tasks: Mapping[str, float] | Sequence[str],
         instructions: Mapping[str, Sequence[str]],
         max_length: int,
     ) -> None:
@@ -73,14 +73,14 @@ class LanguageModelModule(ZooModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         templates: Sequence[str] = ("plain", "llava_v1", "vicuna_v0"),
-        tasks: Mapping[str, float] | None = None,
+        tasks: Mapping[str, float] | Sequence[str] | None = None,
         instructions: Mapping[str, Sequence[str]] | None = None,
         max_length: int = 256,
         image_size: int = 32,
     ) -> None:
         super().__init__(TextOnlyModel(llm), optimizer, scheduler)
         self.templates = list(templates)
-        self.tasks = dict(tasks or {t: 1.0 for t in TASKS})
+        self.tasks = task_weights(tasks or TASKS)
         self.instructions = dict(instructions or {})
         self.max_length = max_length
         self.image_size = image_size

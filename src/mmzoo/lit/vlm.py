@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mmzoo.data.conversation import VLMCollator
+from mmzoo.data.conversation import VLMCollator, task_weights
 from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
 from mmzoo.eval.captioning import caption_metrics, vqa_accuracy
 from mmzoo.lit.base import ZooModule
@@ -53,7 +53,7 @@ class VisionLanguageModule(ZooModule):
         llm: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         template: ConversationTemplate,
-        tasks: Mapping[str, float],
+        tasks: Mapping[str, float] | Sequence[str],
         instructions: Mapping[str, Sequence[str]],
         scheduler: Callable[..., Any] | None = None,
         freeze: Sequence[str] = ("encoder", "llm"),
@@ -69,7 +69,7 @@ class VisionLanguageModule(ZooModule):
             apply_lora(llm, lora)
         super().__init__(model, optimizer, scheduler, freeze)
         self.template = template
-        self.tasks = dict(tasks)
+        self.tasks = task_weights(tasks)
         self.instructions = {k: list(v) for k, v in instructions.items()}
         self.max_length = max_length
         self.generation = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1} | dict(generation or {})

@@ -1,0 +1,152 @@
+"""Training-step cost of mmzoo's compositions against the bare transformers models, side by side.
+
+    python benchmarks/bench_step.py [--device cpu|cuda] [--steps 20] [--size small|base]
+
+1. CLIP: mmzoo's DualEncoder (transformers CLIP towers + bridge + itc_loss) vs transformers'
+   ``CLIPModel(return_loss=True)`` with the same tower configs, same batch.
+2. LLaVA: mmzoo's VisionLanguageModel step (frozen encoder, linear bridge, visual tokens merged
+   into a frozen LLM, masked LM loss) vs the bare ``LlamaForCausalLM`` step on a sequence of the
+   same length (what the LLM costs alone). The ratio is the price of the composition.
+Prints median milliseconds per step and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+
+from mmzoo.components.bridges import Bridge
+from mmzoo.components.encoders import TransformersVisionEncoder
+from mmzoo.components.llm import LanguageModel
+from mmzoo.components.text import TransformersTextEncoder
+from mmzoo.data.tokenizer import shapes_tokenizer
+from mmzoo.models.dual_encoder import DualEncoder
+from mmzoo.models.vision_language import VisionLanguageModel
+from mmzoo.objectives import itc_loss
+
+SIZES = {
+    "small": dict(hidden=128, layers=2, heads=2, image=32, patch=8, batch=64, text=24, llm_hidden=128, llm_layers=2),
+    "base": dict(hidden=768, layers=12, heads=12, image=224, patch=16, batch=32, text=32, llm_hidden=2048, llm_layers=8),
+}
+
+
+def timed(step: Callable[[], None], steps: int, device: str) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def clip_pair(s: dict, device: str, dtype: torch.dtype):
+    tok = shapes_tokenizer()
+    vision = dict(hidden_size=s["hidden"], intermediate_size=4 * s["hidden"], num_hidden_layers=s["layers"],
+                  num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"])
+    text = dict(hidden_size=s["hidden"], intermediate_size=4 * s["hidden"], num_hidden_layers=s["layers"],
+                num_attention_heads=s["heads"], vocab_size=len(tok), max_position_embeddings=77,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    bare = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=s["hidden"])).to(device, dtype)
+    ours = DualEncoder(
+        TransformersVisionEncoder(config={"model_type": "clip_vision_model", **vision}),
+        TransformersTextEncoder(config={"model_type": "clip_text_model", **text}, tokenizer=tok),
+        lambda in_dim, out_dim: Bridge(in_dim, out_dim, bias=False),
+        embed_dim=s["hidden"],
+    ).to(device, dtype)
+    px = torch.randn(s["batch"], 3, s["image"], s["image"], device=device, dtype=dtype)
+    ids = torch.randint(5, len(tok), (s["batch"], s["text"]), device=device)
+    ids[:, -1] = tok.eos_token_id
+    mask = torch.ones_like(ids)
+    opt_bare = torch.optim.AdamW(bare.parameters())
+    opt_ours = torch.optim.AdamW(ours.parameters())
+
+    def step_bare() -> None:
+        loss = bare(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
+        loss.backward()
+        opt_bare.step()
+        opt_bare.zero_grad()
+
+    def step_ours() -> None:
+        out = ours(px, ids, mask)
+        itc_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
+        opt_ours.step()
+        opt_ours.zero_grad()
+
+    return step_bare, step_ours
+
+
+def llava_pair(s: dict, device: str, dtype: torch.dtype):
+    tok = shapes_tokenizer(add_eos=False)
+    llm_cfg = dict(hidden_size=s["llm_hidden"], intermediate_size=4 * s["llm_hidden"], num_hidden_layers=s["llm_layers"],
+                   num_attention_heads=max(2, s["llm_hidden"] // 64), max_position_embeddings=1024)
+    vision = dict(hidden_size=s["hidden"], intermediate_size=4 * s["hidden"], num_hidden_layers=s["layers"],
+                  num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"])
+    encoder = TransformersVisionEncoder(config={"model_type": "clip_vision_model", **vision}, layer=-2, tokens="patch")
+    llm = LanguageModel(config={"model_type": "llama", **llm_cfg}, tokenizer=tok)
+    image_id = tok.convert_tokens_to_ids("<image>")
+    ours = VisionLanguageModel(encoder, lambda in_dim, out_dim: Bridge(in_dim, out_dim), llm, image_id).to(device, dtype)
+    ours.encoder.requires_grad_(False)
+    ours.llm.requires_grad_(False)
+    ours.encoder.eval()
+    ours.llm.eval()
+    n_img, n_text = ours.num_image_tokens, s["text"]
+    b = s["batch"]
+    ids = torch.randint(5, len(tok), (b, n_img + n_text), device=device)
+    ids[:, 1 : 1 + n_img] = image_id
+    labels = ids.clone()
+    labels[:, : 1 + n_img + n_text // 2] = -100
+    mask = torch.ones_like(ids)
+    px = torch.randn(b, 3, s["image"], s["image"], device=device, dtype=dtype)
+    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad])
+
+    bare = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **llm_cfg)).to(device, dtype)
+    bare.requires_grad_(False)
+    bare_ids = ids.masked_fill(ids == image_id, 7)
+    # the bare frozen LLM needs *some* trainable input to backpropagate like ours does
+    embeds = bare.get_input_embeddings()(bare_ids).detach().requires_grad_(True)
+
+    def step_bare() -> None:
+        loss = bare(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        embeds.grad = None
+
+    def step_ours() -> None:
+        ours(px, ids, mask, labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    return step_bare, step_ours
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--bf16", action="store_true", help="run both sides in bfloat16")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    s = SIZES[args.size]
+    print(f"device={args.device} size={args.size} dtype={dtype} threads={torch.get_num_threads()}")
+    for name, pair in (("clip", clip_pair), ("llava", llava_pair)):
+        bare_step, ours_step = pair(s, args.device, dtype)
+        bare_ms = timed(bare_step, args.steps, args.device)
+        ours_ms = timed(ours_step, args.steps, args.device)
+        label = "transformers CLIPModel" if name == "clip" else "bare LlamaForCausalLM (same length)"
+        print(f"{name:6s} mmzoo {ours_ms:8.1f} ms/step | {label} {bare_ms:8.1f} ms/step | ratio {ours_ms / bare_ms:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
