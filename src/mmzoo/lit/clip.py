@@ -17,6 +17,7 @@ from mmzoo.eval.retrieval import retrieval_metrics
 from mmzoo.eval.zeroshot import class_prompts, matches, zero_shot_accuracy
 from mmzoo.lit.base import ZooModule
 from mmzoo.models.dual_encoder import DualEncoder
+from mmzoo.objectives.distributed import gather_objects
 from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, META, PIXEL_VALUES
 
 
@@ -99,9 +100,12 @@ class ClipModule(ZooModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        images = torch.cat([o["image"] for o in self._test_outputs])  # (N, E)
-        texts = torch.cat([o["text"] for o in self._test_outputs])  # (N, E)
-        records = [m for o in self._test_outputs for m in o["meta"]]
+        rows = gather_objects(
+            [(i.cpu(), t.cpu(), m) for o in self._test_outputs for i, t, m in zip(o["image"], o["text"], o["meta"], strict=True)]
+        )
+        images = torch.stack([r[0] for r in rows]).to(self.device)  # (N, E), every rank's samples
+        texts = torch.stack([r[1] for r in rows]).to(self.device)  # (N, E)
+        records = [r[2] for r in rows]
         groups = [str(r.get(self.group_key, i)) for i, r in enumerate(records)] if self.group_key else None
         results = {f"retrieval/{k}": v for k, v in retrieval_metrics(images, texts, groups).items()}
         for name, task in self.zero_shot.items():

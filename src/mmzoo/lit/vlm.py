@@ -23,6 +23,7 @@ from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
 from mmzoo.eval.captioning import caption_metrics, vqa_accuracy
 from mmzoo.lit.base import ZooModule
 from mmzoo.models.vision_language import VisionLanguageModel
+from mmzoo.objectives.distributed import gather_objects
 from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL_VALUES
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class VisionLanguageModule(ZooModule):
         for row in self._test:
             for key, values in row.items():
                 flat.setdefault(key, []).extend(values)
+        flat = {key: gather_objects(values) for key, values in flat.items()}  # every rank's samples
         results: dict[str, float] = {}
         if "generated_captions" in flat:
             refs = [[c] for c in flat["captions"]]

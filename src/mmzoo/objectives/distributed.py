@@ -25,3 +25,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)
+
+
+def gather_objects(items: list) -> list:
+    """Concatenate a per-rank list (embeddings, strings, records) across ranks, for evaluation.
+
+    Test shards give ranks unequal sample counts, which tensor all-gather cannot take; the
+    evaluation sets are small, so pickling them through ``all_gather_object`` is fine.
+    """
+    _, world_size = world()
+    if world_size == 1:
+        return items
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, items)
+    return [x for part in gathered for x in part]
