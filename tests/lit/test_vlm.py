@@ -126,3 +126,13 @@ def test_init_from_carries_the_projector_into_stage_2(clip_run, lm_run, tmp_path
     metrics = read_metrics(tmp_path / "s2")
     # stage 2 trains the LLM too: many more trainable parameters than stage 1
     assert metrics["params"]["trainable"] > read_metrics(tmp_path / "s1")["params"]["trainable"]
+
+
+def test_decode_cuts_at_the_templates_end_marker():
+    from mmzoo.lit.vlm import cut_at
+
+    assert cut_at([1, 2, 9, 9, 9, 5], [9, 9, 9]) == [1, 2]
+    assert cut_at([1, 2, 9, 5], [9, 9, 9]) == [1, 2, 9, 5]
+    module = build("minigpt4", TINY_PARTS)  # vicuna_v0: replies end with '###'
+    ids = module.tokenizer("red ### human : what", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert module.decode(ids) == ["red"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 IMAGE_TOKEN = "<image>"
@@ -58,3 +58,13 @@ def shapes_tokenizer(add_bos: bool = True, add_eos: bool = True) -> PreTrainedTo
     from mmzoo.data.templates import prompt_words
 
     return build_word_tokenizer([*vocabulary(), *prompt_words()], add_bos=add_bos, add_eos=add_eos)
+
+
+def special_token_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
+    """Vocabulary size and special ids a model built from a config must share with its tokenizer."""
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }

@@ -115,12 +115,15 @@ class VisionLanguageModule(ZooModule):
 
     # ---- generation -----------------------------------------------------------------
     def decode(self, ids: torch.Tensor) -> list[str]:
-        """Generated ids -> text, cut at the template's end-of-turn marker."""
-        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        end = self.template.end_of_turn
-        if end and end not in self.tokenizer.all_special_tokens:
-            texts = [t.split(end)[0] for t in texts]
-        return [t.strip() for t in texts]
+        """Generated ids -> text, cut where the template's end-of-turn marker starts.
+
+        The cut is made on token ids, not text: a marker such as ``###`` may decode with
+        spaces between its pieces, depending on the tokenizer.
+        """
+        marker = self.template.end_of_turn
+        marker_ids = self.tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+        rows = [cut_at(row.tolist(), marker_ids) for row in ids]
+        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
     def _generate_ids(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         options = self.generation | kwargs
@@ -199,6 +202,16 @@ class VisionLanguageModule(ZooModule):
         with open(run_dir / "examples.jsonl", "w") as f:
             for example in self.examples[:limit]:
                 f.write(json.dumps(example) + "\n")
+
+
+def cut_at(ids: list[int], marker: list[int]) -> list[int]:
+    """``ids`` up to the first occurrence of the ``marker`` sequence (all of it if absent)."""
+    if not marker:
+        return ids
+    for i in range(len(ids) - len(marker) + 1):
+        if ids[i : i + len(marker)] == marker:
+            return ids[:i]
+    return ids
 
 
 def _user_turn(text: str) -> dict[str, str]:

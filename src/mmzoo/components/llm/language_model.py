@@ -21,6 +21,8 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from mmzoo.data.tokenizer import special_token_config
+
 
 def _context_size(config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
     """The longest sequence the model was built for (T5 has relative positions: ask the tokenizer)."""
@@ -74,12 +76,7 @@ class LanguageModel(nn.Module):
         else:
             config = dict(config)
             model_type = config.pop("model_type")
-            specials = {
-                "vocab_size": len(tokenizer),
-                "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
-            }
+            specials = special_token_config(tokenizer)
             hf_config = AutoConfig.for_model(model_type, **{**config, **specials})
             if hf_config.is_encoder_decoder:
                 hf_config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding at pad

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 
 from mmzoo.components.text.base import TextEncoder, eos_positions, gather_positions
+from mmzoo.data.tokenizer import special_token_config
 from mmzoo.types import TextFeatures
 
 _EOS_POOLED = {"clip_text_model"}  # model types summarised at EOS; all others at the first token
@@ -66,10 +67,7 @@ class TransformersTextEncoder(TextEncoder):
             config = dict(config)
             model_type = config.pop("model_type")
             config = {
-                "vocab_size": len(tokenizer),
-                "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
+                **special_token_config(tokenizer),
                 "max_position_embeddings": max_length,
                 **config,
             }
