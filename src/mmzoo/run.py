@@ -112,6 +112,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "train_samples": getattr(datamodule, "num_train_samples", None),
             "skipped_samples": datamodule.errors.total,
             "skipped_by_reason": datamodule.errors.counts,
+            "truncated_sequences": getattr(module, "num_truncated", 0),
         },
         "lineage": OmegaConf.to_container(saved_cfg.get("lineage", {})),
     }

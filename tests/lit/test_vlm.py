@@ -136,3 +136,14 @@ def test_decode_cuts_at_the_templates_end_marker():
     module = build("minigpt4", TINY_PARTS)  # vicuna_v0: replies end with '###'
     ids = module.tokenizer("red ### human : what", add_special_tokens=False, return_tensors="pt")["input_ids"]
     assert module.decode(ids) == ["red"]
+
+
+def test_encoder_decoder_llm_trains_and_generates():
+    module = build("llava", ["encoder=tiny_clip_vit", "llm=tiny_t5"])
+    batch = fake_batch(module)
+    out = module.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert module.model.bridge.projector.layers[0].weight.grad is not None
+    texts = module.generate(batch["pixel_values"], ["what colour is the circle?"] * 2, max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

@@ -79,6 +79,7 @@ class VisionLanguageModule(ZooModule):
         for note in self.notes:
             log.warning(note)
         self.results: dict[str, float] = {}
+        self.num_truncated = 0
         self.examples: list[dict[str, Any]] = []
         self._test: list[dict[str, Any]] = []
 
@@ -109,8 +110,9 @@ class VisionLanguageModule(ZooModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS])
         self.record_loss(out.loss, batch_size=len(batch[CAPTIONS]))
-        if batch.get("num_truncated"):
-            self.log("train/truncated", float(batch["num_truncated"]), reduce_fx="sum", batch_size=1)
+        if batch.get("num_truncated"):  # sequences cut at max_length (documented, counted)
+            self.num_truncated += int(batch["num_truncated"])
+            self.log("train/truncated", float(self.num_truncated), batch_size=1)
         return out.loss
 
     # ---- generation -----------------------------------------------------------------
