@@ -94,7 +94,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     metric_cols = [c for c in columns(rows) if "/" in c and not c.endswith("chance") and "chance" not in c]
     families = sorted({c.split("/")[0] for c in metric_cols})
     fig, axes = plt.subplots(1, len(families) + 1, figsize=(5 * (len(families) + 1), 4), squeeze=False)
-    labels = [f"{r['model']}#{i}" for i, r in enumerate(rows)]
+    labels = [f"{i}: {r['model']} ({r['parts']})" for i, r in enumerate(rows)]
     for ax, family in zip(axes[0], families, strict=False):
         cols = [c for c in metric_cols if c.startswith(family + "/")]
         width = 0.8 / max(len(rows), 1)
