@@ -93,7 +93,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if ckpt:
             log.info("resuming from %s", ckpt)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        runs.save_weights(module.model, run_dir)
+        if trainer.is_global_zero:
+            runs.save_weights(module.model, run_dir)
     train_seconds = time.perf_counter() - started
     trainer.test(module, datamodule=datamodule, verbose=False)
 
@@ -116,6 +117,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         },
         "lineage": OmegaConf.to_container(saved_cfg.get("lineage", {})),
     }
+    if not trainer.is_global_zero:  # every rank holds the gathered results; one writes them
+        return metrics
     runs.write_metrics(run_dir, metrics)
     if hasattr(module, "write_examples"):
         module.write_examples(run_dir, cfg.num_examples)

@@ -48,3 +48,21 @@ def test_clip_with_every_tiny_encoder_and_a_qformer_bridge_builds():
         assert module.model.encode_image(px).shape == (2, 64)
     module = build("clip", ["bridge=qformer", "text=tiny_bert"])
     assert module.model.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["encoder=tiny_timm_vit"], ["encoder=tiny_open_clip_vit", "text=tiny_open_clip_text"],
+     ["encoder=tiny_siglip", "text=tiny_bert"], ["bridge=qformer"], ["encoder.layer=-2"]],
+)
+def test_every_trainable_parameter_gets_a_gradient(overrides):
+    """DDP fails on trainable parameters that never reach the loss (e.g. an unused final norm)."""
+    from mmzoo.objectives import itc_loss
+
+    module = build("clip", overrides)
+    size = module.model.encoder.image_size
+    batch = module.collator()([{"image": torch.randn(3, size, size), "caption": c, "meta": {}} for c in ["a red circle.", "a blue square."]])
+    out = module.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    itc_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
+    unused = [n for n, p in module.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []

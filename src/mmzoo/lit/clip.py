@@ -111,7 +111,7 @@ class ClipModule(ZooModule):
         for name, task in self.zero_shot.items():
             results |= self._zero_shot(name, task, images, records)
         self.results = results
-        self.log_dict({k: float(v) for k, v in results.items()})
+        self.log_dict({k: float(v) for k, v in results.items()}, rank_zero_only=True)  # already global
 
     @torch.no_grad()
     def _zero_shot(

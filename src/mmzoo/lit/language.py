@@ -21,6 +21,7 @@ from torch import nn
 from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad, task_weights
 from mmzoo.data.templates import IMAGE_PLACEHOLDER, load_template
 from mmzoo.lit.base import ZooModule
+from mmzoo.objectives.distributed import gather_objects
 from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
 from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS
 
@@ -112,7 +113,8 @@ class LanguageModelModule(ZooModule):
         self._losses.append((float(self._loss(batch)) * tokens, tokens))
 
     def on_test_epoch_end(self) -> None:
+        self._losses = gather_objects(self._losses)  # every rank's batches
         total = sum(n for _, n in self._losses)
         loss = sum(summed for summed, _ in self._losses) / max(total, 1)
         self.results = {"lm/loss": loss, "lm/perplexity": math.exp(min(loss, 50.0))}
-        self.log_dict(self.results)
+        self.log_dict(self.results, rank_zero_only=True)

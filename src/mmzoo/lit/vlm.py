@@ -198,7 +198,7 @@ class VisionLanguageModule(ZooModule):
             {k: flat[k][i] for k in flat if k != "meta"} | {"key": flat["meta"][i].get("key")}
             for i in range(min(32, len(flat.get("captions", []))))
         ]
-        self.log_dict(results)
+        self.log_dict(results, rank_zero_only=True)  # already gathered from every rank
 
     def write_examples(self, run_dir: Path, limit: int) -> None:
         with open(run_dir / "examples.jsonl", "w") as f:

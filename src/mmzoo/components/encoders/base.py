@@ -7,6 +7,7 @@ penultimate layer's patch tokens while CLIP pools the last layer's CLS token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -63,6 +64,15 @@ class VisionEncoder(nn.Module):
         if not 1 <= index <= depth:
             raise ValueError(f"layer={self.layer} is not a transformer block output of a {depth}-block encoder")
         return index - 1
+
+    def freeze_unused(self, blocks: Sequence[nn.Module], final_norm: nn.Module | None) -> None:
+        """Blocks past the selected layer, and a final norm that is not applied, never reach
+        the output: give their parameters ``requires_grad=False``. DDP demands a gradient for
+        every trainable parameter, and an optimiser should not carry dead weights."""
+        for block in blocks[self.block_index(len(blocks)) + 1 :]:
+            block.requires_grad_(False)
+        if final_norm is not None and not getattr(self, "norm", False):
+            final_norm.requires_grad_(False)
 
     def _count_tokens(self, num_patches: int) -> int:
         return {"all": num_patches + self.num_prefix_tokens, "patch": num_patches, "cls": 1}[self.tokens]

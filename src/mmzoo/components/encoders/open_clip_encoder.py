@@ -56,6 +56,7 @@ class OpenClipVisionEncoder(VisionEncoder):
         self.std = tuple(preprocess.get("std") or OPENAI_DATASET_STD)
         self.num_prefix_tokens = 1  # open_clip ViTs always carry one class token
         self.num_tokens = self._count_tokens(visual.grid_size[0] * visual.grid_size[1])
+        self.freeze_unused(visual.transformer.resblocks, visual.ln_post)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, N, D)``."""

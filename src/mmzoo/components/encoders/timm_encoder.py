@@ -49,6 +49,7 @@ class TimmVisionEncoder(VisionEncoder):
         self.std = tuple(cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
         self.num_prefix_tokens = int(self.model.num_prefix_tokens)
         self.num_tokens = self._count_tokens(self.model.patch_embed.num_patches)
+        self.freeze_unused(self.model.blocks, getattr(self.model, "norm", None))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, N, D)``."""

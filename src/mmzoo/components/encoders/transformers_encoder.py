@@ -111,6 +111,7 @@ class TransformersVisionEncoder(VisionEncoder):
         num_patches = embeddings.num_patches
         self.num_prefix_tokens = int(embeddings.num_positions - num_patches)  # 1 CLS, 0 for SigLIP
         self.num_tokens = self._count_tokens(num_patches)
+        self.freeze_unused(self._tower.encoder.layers, getattr(self._tower, "post_layernorm", None))
 
     @property
     def _tower(self) -> torch.nn.Module:
