@@ -80,6 +80,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     build_cfg, saved_cfg = runs.resolve_parts(cfg)
     module, datamodule, trainer = build(build_cfg, run_dir)
     saved_cfg = OmegaConf.create(OmegaConf.to_container(saved_cfg, resolve=True))
+    if getattr(module, "lineage", None):  # those weights are now this run's own
+        saved_cfg.lineage = {**saved_cfg.lineage, **module.lineage}
+        saved_cfg.model.init_from_runs = {}
     runs.save_tokenizers(module.model, saved_cfg, run_dir)
     runs.save_tokenizers(module.model, saved_cfg.model, run_dir)
     (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg))

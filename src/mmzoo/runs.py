@@ -155,6 +155,40 @@ def resolve_parts(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     return build, saved
 
 
+def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{bridge: {qformer: X}}`` -> ``{"bridge.qformer": X}`` (config keys cannot hold dots)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten_paths(value, path + ".")
+        elif value:
+            flat[path] = str(value)
+    return flat
+
+
+def init_from_runs(model: nn.Module, sources: Mapping[str, Any]) -> dict[str, str]:
+    """Load sub-modules of ``model`` from other runs, by module path: ``{bridge: {qformer: run}}``
+    takes that run's ``bridge.qformer.*`` weights (e.g. MiniGPT-4's Q-Former from a Q-Former
+    trained in another run). Returns ``{path: run directory}``, the lineage to record."""
+    from mmzoo.zoo import resolve
+
+    done = {}
+    for path, ref in flatten_paths(sources).items():
+        run_dir = resolve(ref)
+        try:
+            target = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"init_from_runs: this model has no sub-module {path!r}") from None
+        state = read_weights(run_dir, f"{path}.")
+        if not state:
+            raise ValueError(f"init_from_runs: run {run_dir} has no weights under {path!r}")
+        load_weights(target, state, f"{path} from {run_dir}")
+        log.info("%s initialised from run %s", path, run_dir)
+        done[path] = run_dir
+    return done
+
+
 def save_tokenizers(model: nn.Module, saved_cfg: DictConfig, run_dir: str | Path) -> None:
     """Save each part's tokenizer in the run and point the saved config at it.
 

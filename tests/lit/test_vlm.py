@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from mmzoo.api import build
 from mmzoo.runs import read_metrics
 from tests.conftest import run_zoo
 
-TINY_PARTS = ["encoder=tiny_clip_vit", "llm=tiny_llama"]  # random parts: shape and wiring tests only
+TINY_PARTS = ["encoder=tiny_clip_vit", "llm=tiny_llama", "++model.init_from_runs=null"]  # random parts: wiring tests only
 
 
 def fake_batch(module, n=2):
@@ -101,14 +103,29 @@ def test_lora_trains_adapters_only():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,extra", [("llava", []), ("minigpt4", ["bridge=mlp3"])])
-def test_generative_models_beat_their_untrained_selves(model, extra, clip_run, lm_run, tmp_path):
-    parts = [f"encoder.from_run={clip_run}", f"++llm.from_run={lm_run}", *extra, "trainer.limit_test_batches=2"]
+@pytest.mark.parametrize("model", ["llava", "minigpt4"])
+def test_generative_models_beat_their_untrained_selves(model, clip_run, lm_run, qformer_run, tmp_path):
+    parts = [f"encoder.from_run={clip_run}", f"++llm.from_run={lm_run}", "trainer.limit_test_batches=2"]
+    if model == "minigpt4":  # its frozen Q-Former is a trained one, from another run
+        parts += ["bridge=mlp3", f"model.init_from_runs.bridge.qformer={qformer_run}"]
     untrained = run_zoo(tmp_path / "untrained", [f"model={model}", *parts, "stage=test"])
     trained = run_zoo(tmp_path / "trained", [f"model={model}", *parts, "trainer.max_steps=200"])
-    assert trained["metrics"]["caption/cider"] > untrained["metrics"]["caption/cider"] + 0.1
+    assert trained["metrics"]["caption/cider"] > untrained["metrics"]["caption/cider"] + 0.1, (trained, untrained)
     assert trained["params"]["trainable"] < trained["params"]["total"]
     assert (tmp_path / "trained" / "examples.jsonl").is_file()
+    generated = [json.loads(line)["generated_captions"] for line in open(tmp_path / "trained" / "examples.jsonl")]
+    assert len(set(generated)) > 1  # the caption depends on the image
+
+
+@pytest.mark.slow
+def test_minigpt4_takes_its_qformer_from_another_run(qformer_run):
+    from mmzoo.runs import read_weights
+
+    module = build("minigpt4", [*TINY_PARTS, f"++model.init_from_runs.bridge.qformer={qformer_run}"])
+    trained = read_weights(qformer_run, "bridge.qformer.")
+    for key, value in module.model.bridge.qformer.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    assert module.lineage == {"bridge.qformer": str(qformer_run)}
 
 
 @pytest.mark.slow

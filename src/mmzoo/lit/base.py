@@ -10,12 +10,14 @@ the parameter counts a run reports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+
+from mmzoo import runs
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,12 @@ class ZooModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         freeze: Sequence[str] = (),
+        init_from_runs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        # sub-modules taken from other runs' weights, e.g. {bridge: {qformer: zoo:qformer}}
+        self.lineage = runs.init_from_runs(model, init_from_runs or {})
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.frozen_names = list(freeze)

@@ -63,12 +63,13 @@ class VisionLanguageModule(ZooModule):
         generation: Mapping[str, Any] | None = None,
         eval_tasks: Sequence[str] = ("caption", "vqa"),
         notes: Sequence[str] = (),
+        init_from_runs: Mapping[str, Any] | None = None,
     ) -> None:
         image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
         model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
         if lora:
             apply_lora(llm, lora)
-        super().__init__(model, optimizer, scheduler, freeze)
+        super().__init__(model, optimizer, scheduler, freeze, init_from_runs)
         self.template = template
         self.tasks = task_weights(tasks)
         self.instructions = {k: list(v) for k, v in instructions.items()}

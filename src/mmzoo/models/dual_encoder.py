@@ -37,8 +37,11 @@ class DualEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.text = text
-        self.image_norm = nn.LayerNorm(encoder.dim)
         self.bridge = bridge(in_dim=encoder.dim, out_dim=embed_dim)
+        # CLIP normalises the pooled token before projecting it; a Q-Former bridge reads the
+        # encoder's own output instead (BLIP-2 normalises it there: ``encoder.norm=true``)
+        keeps_tokens = getattr(self.bridge, "preserves_tokens", True)
+        self.image_norm = nn.LayerNorm(encoder.dim) if keeps_tokens else nn.Identity()
         self.text_projection = nn.Linear(text.dim, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
         self.max_logit_scale = max_logit_scale
