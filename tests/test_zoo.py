@@ -22,7 +22,7 @@ def test_zoo_recipe_runs_once_and_is_cached(monkeypatch):
 
 
 def test_unknown_recipe_lists_the_known_ones():
-    with pytest.raises(ValueError, match="valid: \\['clip', 'lm'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['clip', 'lm', 'qformer'\\]"):
         zoo.resolve("zoo:nope")
 
 
