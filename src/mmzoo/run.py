@@ -74,6 +74,8 @@ def init_from(module: L.LightningModule, run_dir: str) -> None:
 
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit (resuming if the run directory holds a checkpoint), test, and write the run directory."""
+    if cfg.stage not in ("fit", "test"):
+        raise ValueError(f"stage={cfg.stage!r}: valid stages are 'fit' (train, then evaluate) and 'test'")
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -83,6 +85,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if getattr(module, "lineage", None):  # those weights are now this run's own
         saved_cfg.lineage = {**saved_cfg.lineage, **module.lineage}
         saved_cfg.model.init_from_runs = {}
+    # the parts appear twice in the config: as groups (encoder, llm, ...) and inside the model node
     runs.save_tokenizers(module.model, saved_cfg, run_dir)
     runs.save_tokenizers(module.model, saved_cfg.model, run_dir)
     (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg))
