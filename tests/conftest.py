@@ -124,9 +124,9 @@ def qformer_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Pat
     """A tiny Q-Former trained by ITC on the frozen tiny CLIP ViT (what zoo:qformer makes)."""
     import yaml
 
-    from mmzoo.data.templates import conf_dir
+    from mmzoo.zoo import recipes_dir
 
-    recipe = yaml.safe_load((conf_dir() / "zoo" / "qformer.yaml").read_text())["overrides"]
+    recipe = yaml.safe_load((recipes_dir() / "qformer.yaml").read_text())["overrides"]
     overrides = [o for o in recipe if not o.startswith(("encoder=", "trainer.max_steps"))]
     out = tmp_path_factory.mktemp("runs") / "qformer"
     run_zoo(out, [*overrides, f"encoder.from_run={clip_run}", "trainer.max_steps=150"])

@@ -2,7 +2,7 @@
 
 LLaVA takes CLIP's ViT and a pretrained Vicuna; MiniGPT-4 takes BLIP-2's Q-Former. On
 the embedded data the zoo reproduces that lineage: ``zoo:<name>`` in a ``from_run`` field
-names a recipe (``conf/zoo/<name>.yaml``: the overrides of an ordinary
+names a recipe (``mmzoo/recipes/<name>.yaml``: the overrides of an ordinary
 ``python -m mmzoo.run``), run once on first use into ``$MMZOO_CACHE/zoo/<name>-<hash>``.
 
     python -m mmzoo.zoo build clip    # make (or find) the cached CLIP run and print its path
@@ -22,10 +22,12 @@ from pathlib import Path
 
 import yaml
 
-from mmzoo.data.templates import conf_dir
-
 log = logging.getLogger(__name__)
 PREFIX = "zoo:"
+
+
+def recipes_dir() -> Path:
+    return Path(__file__).resolve().parent / "recipes"
 
 
 def cache_root() -> Path:
@@ -33,9 +35,10 @@ def cache_root() -> Path:
 
 
 def recipes() -> dict[str, list[str]]:
-    """Recipe name -> overrides, from ``conf/zoo/*.yaml``."""
+    """Recipe name -> overrides, from ``mmzoo/recipes/*.yaml`` (kept out of ``conf/`` so they
+    do not show up as a config group)."""
     out = {}
-    for path in sorted((conf_dir() / "zoo").glob("*.yaml")):
+    for path in sorted(recipes_dir().glob("*.yaml")):
         out[path.stem] = [str(o) for o in yaml.safe_load(path.read_text())["overrides"]]
     return out
 
