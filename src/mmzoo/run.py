@@ -85,9 +85,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if getattr(module, "lineage", None):  # those weights are now this run's own
         saved_cfg.lineage = {**saved_cfg.lineage, **module.lineage}
         saved_cfg.model.init_from_runs = {}
-    # the parts appear twice in the config: as groups (encoder, llm, ...) and inside the model node
     runs.save_tokenizers(module.model, saved_cfg, run_dir)
-    runs.save_tokenizers(module.model, saved_cfg.model, run_dir)
     (run_dir / runs.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg))
     counts = module.parameter_counts()
     log.info("run directory: %s", run_dir)

@@ -194,19 +194,21 @@ def save_tokenizers(model: nn.Module, saved_cfg: DictConfig, run_dir: str | Path
 
     Token ids are part of a model's weights: a run rebuilt later (``from_run``,
     ``from_pretrained``) must tokenise exactly as it was trained, even if the code that
-    built an in-memory tokenizer has changed since.
+    built an in-memory tokenizer has changed since. A part appears twice in a run config
+    (as its group, e.g. ``llm``, and inside ``model``): both nodes point at one saved copy.
     """
     for part in ("text", "llm"):
         tokenizer = getattr(getattr(model, part, None), "tokenizer", None)
-        node = saved_cfg.get(part)
-        if tokenizer is None or not isinstance(node, DictConfig) or "tokenizer" not in node:
+        nodes = [c.get(part) for c in (saved_cfg, saved_cfg.get("model"))]
+        nodes = [n for n in nodes if isinstance(n, DictConfig) and "tokenizer" in n]
+        if tokenizer is None or not nodes:
             continue
-        target = Path(run_dir) / "tokenizers" / part
-        tokenizer.save_pretrained(str(target))
-        node["tokenizer"] = {
-            "_target_": "transformers.AutoTokenizer.from_pretrained",
-            "pretrained_model_name_or_path": f"{RUN_DIR_TOKEN}/tokenizers/{part}",
-        }
+        tokenizer.save_pretrained(str(Path(run_dir) / "tokenizers" / part))
+        for node in nodes:
+            node["tokenizer"] = {
+                "_target_": "transformers.AutoTokenizer.from_pretrained",
+                "pretrained_model_name_or_path": f"{RUN_DIR_TOKEN}/tokenizers/{part}",
+            }
 
 
 def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:

@@ -161,7 +161,7 @@ class VLMCollator:
         suffix = (self.instructions.get("short_answer") or [""])[0]
         return f"{question} {suffix}".strip()
 
-    def _task(self, rng: random.Random) -> str:
+    def sample_task(self, rng: random.Random) -> str:
         names = list(self.tasks)
         return rng.choices(names, weights=[self.tasks[n] for n in names])[0]
 
@@ -178,7 +178,7 @@ class VLMCollator:
         encoded = []
         for s in samples:
             rng = self._rng(str(s.get("key", s["caption"])))
-            turns = self.conversation(s, self._task(rng), rng)
+            turns = self.conversation(s, self.sample_task(rng), rng)
             encoded.append(self.encode(turns))
         self.num_truncated += sum(e.truncated for e in encoded)
         pad_id = self.tokenizer.pad_token_id

@@ -127,6 +127,6 @@ class ClipModule(ZooModule):
         return {f"zeroshot/{name}_acc": accuracy, f"zeroshot/{name}_chance": 1.0 / len(prompts)}
 
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
-        batch = self.collator().tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
+        batch = self.model.text.tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
         embeds = self.model.encode_text(batch["input_ids"], batch["attention_mask"]).mean(0)  # (E,)
         return torch.nn.functional.normalize(embeds, dim=-1)

@@ -57,7 +57,7 @@ class TextCollator:
         for s in samples:
             rng = random.Random(zlib.crc32(str(s.get("key", s["caption"])).encode()))
             renderer = rng.choice(self._renderers)
-            turns = renderer.conversation(s, renderer._task(rng), rng)
+            turns = renderer.conversation(s, renderer.sample_task(rng), rng)
             segments = [(text.replace(IMAGE_PLACEHOLDER, ""), True) for text, _ in renderer.template.segments(turns)]
             sequences.append(encode_segments(self.tokenizer, segments, None, 0, self.max_length).input_ids)
         ids = pad(sequences, self.tokenizer.pad_token_id)
