@@ -122,11 +122,9 @@ def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qformer_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Path:
     """A tiny Q-Former trained by ITC on the frozen tiny CLIP ViT (what zoo:qformer makes)."""
-    import yaml
+    from mmzoo.zoo import recipes
 
-    from mmzoo.zoo import recipes_dir
-
-    recipe = yaml.safe_load((recipes_dir() / "qformer.yaml").read_text())["overrides"]
+    recipe = recipes()["qformer"]
     overrides = [o for o in recipe if not o.startswith(("encoder=", "trainer.max_steps"))]
     out = tmp_path_factory.mktemp("runs") / "qformer"
     run_zoo(out, [*overrides, f"encoder.from_run={clip_run}", "trainer.max_steps=150"])

@@ -43,7 +43,7 @@ def test_impossible_combination_names_the_mismatch(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_evaluates_writes_run_dir_and_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY_DATA, f"hydra.run.dir={run_dir}", "checkpoint_every_n_steps=3"]
+    args = [*TINY_DATA, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_train_steps=3"]
     first = mmzoo_run(*args, "trainer.max_steps=6", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     for name in ("config.yaml", "metrics.json", "model.safetensors", "checkpoints/last.ckpt", "logs/metrics.csv"):

@@ -1,7 +1,5 @@
 """The zoo's cached lineage: a recipe runs once, then its run directory is reused."""
 
-import subprocess
-
 import pytest
 
 from mmzoo import zoo
@@ -11,20 +9,52 @@ from tests.conftest import TINY_DATA
 @pytest.mark.slow
 def test_zoo_recipe_runs_once_and_is_cached(monkeypatch):
     monkeypatch.setattr(zoo, "recipes", lambda: {"tinyclip": ["model=clip", "trainer.max_steps=2", *TINY_DATA]})
-    first = zoo.resolve("zoo:tinyclip")
+    first = zoo.resolve("zoo:tinyclip", make=True)
     assert (zoo.Path(first) / "model.safetensors").is_file()
+
+    import mmzoo.run
 
     def no_rerun(*args, **kwargs):
         raise AssertionError("a cached recipe must not run again")
 
-    monkeypatch.setattr(subprocess, "run", no_rerun)
-    assert zoo.resolve("zoo:tinyclip") == first
+    monkeypatch.setattr(mmzoo.run, "train_and_evaluate", no_rerun)
+    assert zoo.resolve("zoo:tinyclip", make=True) == first
 
 
 def test_unknown_recipe_lists_the_known_ones():
-    with pytest.raises(ValueError, match="valid: \\['clip', 'lm', 'qformer'\\]"):
+    with pytest.raises(ValueError, match=r"valid: \['clip', 'lm', 'qformer'\]"):
         zoo.resolve("zoo:nope")
 
 
 def test_plain_paths_pass_through():
     assert zoo.resolve("runs/clip/x") == "runs/clip/x"
+
+
+def test_building_a_model_never_trains_its_zoo_parts(tmp_path, monkeypatch):
+    from mmzoo.api import build
+
+    monkeypatch.setenv("MMZOO_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"zoo:clip is not made yet.*python -m mmzoo.zoo build clip"):
+        build("minigpt4")
+    assert not (tmp_path / "empty").exists()  # nothing was generated or trained
+
+
+def test_cache_key_follows_the_recipes_whole_config(monkeypatch):
+    """Editing anything the recipe composes (a preset, an override, the data) gives another key."""
+    from mmzoo.api import compose_config
+
+    base = zoo.recipe_key("clip")
+    assert zoo.recipe_key("clip") == base  # stable
+    monkeypatch.setattr(zoo, "recipes", lambda: {"clip": ["model=clip", "trainer.max_steps=401"]})
+    assert zoo.recipe_key("clip") != base
+    other_data = compose_config(["data.train_size=500"]).data
+    monkeypatch.undo()
+    assert zoo.recipe_key("clip", other_data) != base
+
+
+def test_nested_zoo_references_change_the_key(monkeypatch):
+    """The Q-Former recipe reads the zoo CLIP: a change to CLIP's recipe changes the Q-Former's key."""
+    before = zoo.recipe_key("qformer")
+    known = zoo.recipes()
+    monkeypatch.setattr(zoo, "recipes", lambda: {**known, "clip": [*known["clip"], "model.embed_dim=32"]})
+    assert zoo.recipe_key("qformer") != before

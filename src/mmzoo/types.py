@@ -19,6 +19,10 @@ LABELS = "labels"  # (B, L) long, -100 = not supervised
 CAPTIONS = "captions"  # list[str], the raw captions (for retrieval targets and metrics)
 META = "meta"  # list[dict], the sample's json record
 
+# the placeholder a prompt holds where the image goes; LLM tokenizers get it as a special
+# token (the collator expands it to one position per visual token)
+IMAGE_TOKEN = "<image>"
+
 
 class DualEncoderOutput(NamedTuple):
     """Normalised embeddings of a batch, as used by contrastive objectives."""

@@ -1,9 +1,16 @@
 """Trained parts the zoo makes for itself, cached like the shards.
 
 LLaVA takes CLIP's ViT and a pretrained Vicuna; MiniGPT-4 takes BLIP-2's Q-Former. On
-the embedded data the zoo reproduces that lineage: ``zoo:<name>`` in a ``from_run`` field
-names a recipe (``mmzoo/recipes/<name>.yaml``: the overrides of an ordinary
-``python -m mmzoo.run``), run once on first use into ``$MMZOO_CACHE/zoo/<name>-<hash>``.
+the embedded data (or the user's own) the zoo reproduces that lineage: ``zoo:<name>`` in
+a config value (``encoder.from_run``, ``model.pretrained_parts``, ``pretrained``) names a
+recipe (``mmzoo/recipes/<name>.yaml``: the overrides of an ordinary ``python -m mmzoo.run``),
+run once on first use into ``$MMZOO_CACHE/zoo/<name>-<key>``.
+
+The recipe runs on the data of the run that asks for it (so a zoo CLIP made for
+``data=folder`` is trained on that folder), and its cache key is a hash of the recipe's
+whole composed config (its zoo references replaced by their own keys), the package
+version and the identity of the data: editing a preset, a recipe or the data can never
+silently reuse a stale part.
 
     python -m mmzoo.zoo build clip    # make (or find) the cached CLIP run and print its path
     python -m mmzoo.zoo list
@@ -13,21 +20,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
+from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 PREFIX = "zoo:"
-
-
-def recipes_dir() -> Path:
-    return Path(__file__).resolve().parent / "recipes"
 
 
 def cache_root() -> Path:
@@ -35,47 +41,126 @@ def cache_root() -> Path:
 
 
 def recipes() -> dict[str, list[str]]:
-    """Recipe name -> overrides, from ``mmzoo/recipes/*.yaml`` (kept out of ``conf/`` so they
-    do not show up as a config group)."""
+    """Recipe name -> overrides, from ``mmzoo/recipes/*.yaml`` (kept out of the config tree
+    so that they do not show up as a config group)."""
+    folder = resources.files("mmzoo") / "recipes"
     out = {}
-    for path in sorted(recipes_dir().glob("*.yaml")):
-        out[path.stem] = [str(o) for o in yaml.safe_load(path.read_text())["overrides"]]
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".yaml"):
+            out[path.name.removesuffix(".yaml")] = [str(o) for o in yaml.safe_load(path.read_text())["overrides"]]
     return out
 
 
-def recipe_dir(name: str, overrides: list[str]) -> Path:
-    """Cache folder of a recipe: keyed by its overrides, the package version and the tiny
-    tokenizer's vocabulary (a saved model's embeddings are only valid for the same ids)."""
-    from mmzoo import __version__
-    from mmzoo.data.tokenizer import shapes_tokenizer
-
-    vocab = sorted(shapes_tokenizer().get_vocab().items(), key=lambda kv: kv[1])
-    key = "\n".join([*overrides, __version__, repr(vocab)])
-    return cache_root() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-
-
-def resolve(ref: str) -> str:
-    """A run directory for ``ref``: itself, or for ``zoo:<name>`` the cached recipe run (made if missing)."""
-    if not ref.startswith(PREFIX):
-        return ref
-    name = ref[len(PREFIX) :]
+def _check_name(name: str) -> list[str]:
     known = recipes()
     if name not in known:
         raise ValueError(f"unknown zoo recipe {name!r}; valid: {sorted(known)}")
-    return str(build(name, known[name]))
+    return known[name]
 
 
-def build(name: str, overrides: list[str]) -> Path:
+def recipe_config(name: str, data: DictConfig | None = None) -> DictConfig:
+    """The composed run config of recipe ``name`` on ``data`` (a run's data node; default: the embedded data)."""
+    from mmzoo.api import compose_config
+
+    overrides = _check_name(name)
+    if data is not None and data.get("name"):
+        overrides = [*overrides, f"data={data.name}"]
+    cfg = compose_config(overrides)
+    if data is not None:
+        OmegaConf.set_struct(cfg, False)
+        cfg.data = data.copy()
+    return cfg
+
+
+def _map_refs(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _map_refs(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_refs(v, fn) for v in value]
+    if isinstance(value, str) and value.startswith(PREFIX):
+        return fn(value)
+    return value
+
+
+def data_identity(data: DictConfig) -> str:
+    """What the data is beyond its config: the manifests/stats of shards that already exist."""
+    from mmzoo.data.webdata import expand_urls
+
+    parts = []
+    for split in ("train", "val", "test"):
+        spec = data.get(split)
+        if not spec:
+            continue
+        try:
+            urls = expand_urls(OmegaConf.to_container(spec) if isinstance(spec, DictConfig | list) else str(spec))
+        except FileNotFoundError:
+            continue
+        for url in urls:
+            path = Path(url)
+            parts.append(f"{path.name}:{path.stat().st_size if path.is_file() else '?'}")
+    return "\n".join(parts)
+
+
+def recipe_key(name: str, data: DictConfig | None = None) -> str:
+    """Hash of the recipe's composed config (nested zoo references by their keys), the package
+    version and the data identity."""
+    from mmzoo import __version__
+
+    cfg = recipe_config(name, data)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg.data))
+    text = json.dumps(container, sort_keys=True, default=str)
+    digest = hashlib.sha256("\n".join([text, __version__, data_identity(cfg.data)]).encode())
+    return digest.hexdigest()[:12]
+
+
+def recipe_dir(name: str, data: DictConfig | None = None) -> Path:
+    return cache_root() / f"{name}-{recipe_key(name, data)}"
+
+
+def resolve(ref: str, data: DictConfig | None = None, make: bool = False) -> str:
+    """A run directory for ``ref``: itself, or for ``zoo:<name>`` the cached recipe run.
+
+    With ``make=False`` a recipe that is not cached yet is an error saying how to make it:
+    building a model must never train another one as a side effect.
+    """
+    if not ref.startswith(PREFIX):
+        return ref
+    name = ref[len(PREFIX):]
+    target = recipe_dir(name, data)
+    if (target / "model.safetensors").is_file():
+        return str(target)
+    if not make:
+        raise FileNotFoundError(
+            f"{ref} is not made yet (it would be {target}). `python -m mmzoo.run` makes it on first use; "
+            f"or run `python -m mmzoo.zoo build {name}` first."
+        )
+    return str(build(name, data))
+
+
+def resolve_config(cfg: DictConfig, make: bool) -> DictConfig:
+    """``cfg`` with every ``zoo:`` reference replaced by its run directory (made when ``make``)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    data = cfg.get("data")
+    resolved = _map_refs(container, lambda ref: resolve(ref, data, make=make))
+    out = OmegaConf.create(resolved)
+    OmegaConf.set_struct(out, False)
+    return out
+
+
+def build(name: str, data: DictConfig | None = None) -> Path:
     """Run the recipe once (atomically: an interrupted build never looks finished)."""
-    target = recipe_dir(name, overrides)
+    from mmzoo.run import train_and_evaluate
+
+    target = recipe_dir(name, data)
     if (target / "model.safetensors").is_file():
         return target
+    cfg = recipe_config(name, data)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "mmzoo.run", *overrides, f"hydra.run.dir={tmp}"]
-    log.warning("zoo: %s is not cached yet; making it once with: %s", name, " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True)
+    log.warning("zoo: %s is not cached yet; making it once (%s) in %s", name, " ".join(_check_name(name)), target)
+    train_and_evaluate(cfg, tmp)
     if target.exists():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -86,16 +171,17 @@ def build(name: str, overrides: list[str]) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmzoo.zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="recipes and whether they are cached")
-    b = sub.add_parser("build", help="make a recipe's run (if not cached) and print its directory")
+    sub.add_parser("list", help="recipes (on the embedded data) and whether they are cached")
+    b = sub.add_parser("build", help="make a recipe's run on the embedded data (if not cached) and print its directory")
     b.add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, overrides in recipes().items():
-            cached = (recipe_dir(name, overrides) / "model.safetensors").is_file()
-            print(f"{name:10s} {'cached' if cached else 'not cached':11s} {recipe_dir(name, overrides)}")
+            folder = recipe_dir(name)
+            cached = (folder / "model.safetensors").is_file()
+            print(f"{name:14s} {'cached' if cached else 'not cached':11s} {folder}  ({' '.join(overrides)})")
     else:
-        print(resolve(PREFIX + args.name))
+        print(resolve(PREFIX + args.name, make=True))
 
 
 if __name__ == "__main__":

@@ -116,3 +116,49 @@ def test_needs_exactly_one_source(tokenizer) -> None:
         LanguageModel(tokenizer=tokenizer)
     with pytest.raises(ValueError, match="tokenizer"):
         LanguageModel(config=LLAMA)
+
+
+def _save_tiny_pretrained_llama(folder):
+    """A tiny LLaMA and its tokenizer saved as a user's pretrained checkpoint would be: the
+    tokenizer knows nothing of the zoo's ``<image>`` placeholder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mmzoo.data.shapes import vocabulary
+    from mmzoo.data.templates import prompt_words
+    from mmzoo.data.tokenizer import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer([*vocabulary(), *prompt_words()], extra_special_tokens=(), add_eos=False)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return len(tokenizer)
+
+
+def test_a_pretrained_llm_gets_the_image_token_and_resized_embeddings(tmp_path):
+    from mmzoo.components.llm import LanguageModel
+    from mmzoo.types import IMAGE_TOKEN
+
+    vocab = _save_tiny_pretrained_llama(tmp_path / "llama")
+    llm = LanguageModel(name_or_path=str(tmp_path / "llama"))
+    image_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert image_id == vocab  # appended after the original vocabulary
+    assert llm.model.get_input_embeddings().num_embeddings == vocab + 1
+    assert llm.tokenizer(f"{IMAGE_TOKEN} red", add_special_tokens=False)["input_ids"][0] == image_id  # never split
+
+
+@pytest.mark.slow
+def test_llava_trains_end_to_end_on_a_locally_saved_pretrained_llm(tmp_path):
+    from tests.conftest import run_zoo
+
+    _save_tiny_pretrained_llama(tmp_path / "llama")
+    llm = ["llm=tiny_llama", "llm.config=null", "llm.tokenizer=null", f"+llm.name_or_path={tmp_path / 'llama'}"]
+    metrics = run_zoo(tmp_path / "run", ["model=llava", "encoder=tiny_clip_vit", *llm, "trainer.max_steps=3",
+                                         "trainer.limit_test_batches=1", "evaluation.blind=[]"])
+    assert metrics["train"]["steps"] == 3 and metrics["metrics"]["caption/cider"] >= 0
+    from mmzoo.api import from_pretrained
+
+    module = from_pretrained(tmp_path / "run")  # the run reloads with the resized embeddings
+    assert len(module.generate(torch.randn(1, 3, 32, 32), "what colour is the circle?")) == 1

@@ -1,60 +1,117 @@
 """Every part preset in conf/{encoder,text,bridge,llm} parses; tiny ones build and run.
 
-Real presets are checked without downloading: their ``_target_`` resolves and their keys
-bind to its signature, so a typo fails here rather than on a cluster.
+Real presets are checked without downloading: their ``_target_`` resolves, their keys
+bind to its signature, each value has the type the signature declares, and values with a
+vocabulary (dtypes, hub ids, token selections) are valid, so a typo or a corrupted line
+fails here rather than on a cluster.
 """
 
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-import mmzoo
 from mmzoo.data.tokenizer import build_word_tokenizer
+from mmzoo.presets import load_preset, presets
 
-CONF = Path(mmzoo.__file__).parent / "conf"
 GROUPS = ("encoder", "text", "bridge", "llm")
-PRESETS = sorted(p for group in GROUPS for p in (CONF / group).glob("*.yaml"))
-TINY = [p for p in PRESETS if p.stem.startswith("tiny_")]
+PRESETS = [(group, name) for group in GROUPS for name in presets(group)]
+TINY = [(g, n) for g, n in PRESETS if n.startswith("tiny_")]
+REAL = [(g, n) for g, n in PRESETS if not n.startswith("tiny_") and "_target_" in load_preset(g, n)]
 WORDS = "a red blue circle square on the left right".split()
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _id(path: Path) -> str:
-    return f"{path.parent.name}/{path.stem}"
+def _id(item: tuple[str, str]) -> str:
+    return "/".join(item)
 
 
-def test_every_group_has_presets() -> None:
+def test_every_group_has_tiny_and_real_presets() -> None:
+    assert len(PRESETS) > 20
     for group in GROUPS:
-        assert list((CONF / group).glob("*.yaml")), group
-    assert {"tiny_clip_vit", "tiny_timm_vit", "tiny_open_clip_vit", "tiny_siglip"} <= {p.stem for p in (CONF / "encoder").iterdir()}
+        assert any(n.startswith("tiny_") for n in presets(group)) or group == "bridge", group
+    assert {"tiny_clip_vit", "tiny_timm_vit", "tiny_open_clip_vit", "tiny_siglip"} <= set(presets("encoder"))
+    assert REAL, "no real presets found"
 
 
-@pytest.mark.parametrize("path", PRESETS, ids=_id)
-def test_preset_parses_and_binds(path: Path) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
-    if "_target_" not in cfg:  # presets that point at a zoo run are resolved by the builder, not here
-        assert "from_run" in cfg, f"{path.name} has neither _target_ nor from_run"
-        return
+def conforms(value: Any, annotation: Any) -> bool:
+    """A small runtime check of ``value`` against a signature annotation (unions, Literal,
+    containers by their outer type); ``Any`` and unknown classes accept everything."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    outer = origin or annotation
+    if outer in (dict, Mapping):
+        return isinstance(value, dict)
+    if outer in (list, tuple, Sequence):
+        return isinstance(value, list | tuple)
+    if isinstance(outer, type) and outer.__module__ == "builtins":
+        return isinstance(value, outer)
+    return True  # a class (a tokenizer, a dtype object): configs give strings or nodes for those
+
+
+@pytest.mark.parametrize("item", [*TINY, *REAL], ids=_id)
+def test_preset_binds_with_the_declared_types(item: tuple[str, str]) -> None:
+    group, name = item
+    cfg = load_preset(group, name)
     target = get_object(cfg.pop("_target_"))
     cfg.pop("_partial_", None)
-    if path.parent.name == "bridge":
+    if group == "bridge":
         assert "in_dim" not in cfg and "out_dim" not in cfg  # injected at build time
         cfg.update(in_dim=8, out_dim=8)
     inspect.signature(target).bind(**cfg)
+    hints = typing.get_type_hints(target.__init__)
+    for key, value in cfg.items():
+        if key in hints and not isinstance(value, dict):  # nodes (_target_) are built, not typed
+            assert conforms(value, hints[key]), f"{group}/{name}: {key}={value!r} is not {hints[key]}"
+    if cfg.get("torch_dtype") is not None:
+        assert isinstance(getattr(torch, str(cfg["torch_dtype"]), None), torch.dtype), cfg["torch_dtype"]
+    if isinstance(cfg.get("name_or_path"), str):
+        assert HUB_ID.match(cfg["name_or_path"]), cfg["name_or_path"]
 
 
-@pytest.mark.parametrize("path", TINY, ids=_id)
-def test_tiny_preset_builds_and_runs(path: Path) -> None:
-    cfg = OmegaConf.load(path)
-    group = path.parent.name
+def test_the_type_check_catches_a_corrupted_value() -> None:
+    from mmzoo.components.llm import LanguageModel
+
+    hints = typing.get_type_hints(LanguageModel.__init__)
+    assert not conforms("yes", hints["gradient_checkpointing"])
+    assert not conforms(3, hints["name_or_path"])
+    assert conforms(None, hints["attn_implementation"])
+
+
+def test_presets_without_target_point_at_a_zoo_run() -> None:
+    for group in GROUPS:
+        for name in presets(group):
+            cfg = load_preset(group, name)
+            if "_target_" not in cfg:
+                assert str(cfg.get("from_run", "")).startswith("zoo:"), f"{group}/{name}"
+
+
+@pytest.mark.parametrize("item", TINY, ids=_id)
+def test_tiny_preset_builds_and_runs(item: tuple[str, str]) -> None:
+    group, name = item
+    cfg = OmegaConf.create(load_preset(group, name))
     overrides = {}
     if "tokenizer" in cfg:
-        assert cfg.tokenizer._target_ == "mmzoo.data.tokenizer.shapes_tokenizer"
         overrides["tokenizer"] = build_word_tokenizer(WORDS, add_eos=cfg.tokenizer.get("add_eos", True))
     part = instantiate(cfg, _convert_="all", **overrides)
     with torch.no_grad():
@@ -70,16 +127,13 @@ def test_tiny_preset_builds_and_runs(path: Path) -> None:
                 assert out.loss.isfinite()
 
 
-@pytest.mark.parametrize("path", sorted((CONF / "bridge").glob("*.yaml")), ids=_id)
-def test_bridge_preset_builds_with_injected_dims(path: Path) -> None:
-    bridge = instantiate(OmegaConf.load(path), _convert_="all")(in_dim=48, out_dim=96)
+@pytest.mark.parametrize("name", presets("bridge"))
+def test_bridge_preset_builds_with_injected_dims(name: str) -> None:
+    bridge = instantiate(OmegaConf.create(load_preset("bridge", name)), _convert_="all")(in_dim=48, out_dim=96)
     out = bridge(torch.randn(2, 17, 48))
     assert out.shape == (2, bridge.num_output_tokens(17), 96)
 
 
 def test_shapes_tokenizer_node_instantiates() -> None:
-    shapes = pytest.importorskip("mmzoo.data.shapes")
-    if not hasattr(shapes, "vocabulary"):
-        pytest.skip("mmzoo.data.shapes.vocabulary() not written yet")
-    tokenizer = instantiate(OmegaConf.load(CONF / "llm" / "tiny_llama.yaml").tokenizer)
+    tokenizer = instantiate(OmegaConf.create(load_preset("llm", "tiny_llama")).tokenizer)
     assert tokenizer("a red circle")["input_ids"][-1] != tokenizer.eos_token_id

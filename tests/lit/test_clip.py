@@ -11,7 +11,7 @@ from tests.conftest import run_zoo
 
 @pytest.mark.slow
 def test_clip_learns_on_shapes(clip_run, tmp_path):
-    from mmzoo.runs import read_metrics
+    from mmzoo.rundir import read_metrics
 
     trained = read_metrics(clip_run)
     untrained = run_zoo(tmp_path / "untrained", ["model=clip", "stage=test"])

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from mmzoo.api import build
-from mmzoo.runs import read_metrics
+from mmzoo.rundir import read_metrics
 from tests.conftest import run_zoo
 
-TINY_PARTS = ["encoder=tiny_clip_vit", "llm=tiny_llama", "++model.init_from_runs=null"]  # random parts: wiring tests only
+TINY_PARTS = ["encoder=tiny_clip_vit", "llm=tiny_llama", "model.pretrained_parts=null"]  # random parts: wiring tests only
 
 
 def fake_batch(module, n=2):
@@ -96,7 +96,7 @@ def test_prompt_without_placeholder_is_rejected_at_the_model():
 
 
 def test_lora_trains_adapters_only():
-    module = build("llava", [*TINY_PARTS, "experiment=llava_stage2_lora", "init_from=null"])
+    module = build("llava", [*TINY_PARTS, "experiment=llava_stage2_lora", "pretrained=null"])
     trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
     assert any("lora_" in n for n in trainable)
     assert all(n.startswith("bridge.") or "lora_" in n for n in trainable)
@@ -108,7 +108,7 @@ def test_generative_models_beat_their_untrained_selves(model, clip_run, lm_run, 
     parts = [f"encoder.from_run={clip_run}", f"++llm.from_run={lm_run}", "trainer.limit_test_batches=2"]
     steps = 200
     if model == "minigpt4":  # its frozen Q-Former is a trained one, from another run
-        parts += ["bridge=mlp3", f"model.init_from_runs.bridge.qformer={qformer_run}"]
+        parts += ["bridge=mlp3", f"model.pretrained_parts.bridge.qformer={qformer_run}"]
         steps = 400  # everything it sees passes a frozen bottleneck of 8 queries
     untrained = run_zoo(tmp_path / "untrained", [f"model={model}", *parts, "stage=test"])
     trained = run_zoo(tmp_path / "trained", [f"model={model}", *parts, f"trainer.max_steps={steps}"])
@@ -121,9 +121,9 @@ def test_generative_models_beat_their_untrained_selves(model, clip_run, lm_run, 
 
 @pytest.mark.slow
 def test_minigpt4_takes_its_qformer_from_another_run(qformer_run):
-    from mmzoo.runs import read_weights
+    from mmzoo.rundir import read_weights
 
-    module = build("minigpt4", [*TINY_PARTS, f"++model.init_from_runs.bridge.qformer={qformer_run}"])
+    module = build("minigpt4", [*TINY_PARTS, f"++model.pretrained_parts.bridge.qformer={qformer_run}"])
     trained = read_weights(qformer_run, "bridge.qformer.")
     for key, value in module.model.bridge.qformer.state_dict().items():
         assert torch.equal(value, trained[key]), key
@@ -137,7 +137,7 @@ def test_init_from_carries_the_projector_into_stage_2(clip_run, lm_run, tmp_path
     parts = [f"encoder.from_run={clip_run}", f"++llm.from_run={lm_run}", "trainer.limit_test_batches=1"]
     run_zoo(tmp_path / "s1", ["experiment=llava_stage1", *parts, "trainer.max_steps=5"])
     stage1 = from_pretrained(tmp_path / "s1")
-    run_zoo(tmp_path / "s2", ["experiment=llava_stage2", f"init_from={tmp_path / 's1'}", *parts, "trainer.max_steps=1",
+    run_zoo(tmp_path / "s2", ["experiment=llava_stage2", f"pretrained={tmp_path / 's1'}", *parts, "trainer.max_steps=1",
                               "model.optimizer.lr=0.0"])
     stage2 = from_pretrained(tmp_path / "s2")
     for key, value in stage1.model.bridge.state_dict().items():

@@ -230,15 +230,20 @@ class VLMCollator:
         }
 
     def _eval(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Generation prompts: a caption request for every sample, and one of its questions
+        when the data has Q&A (the embedded data does; a folder of captions does not)."""
         caption_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self._caption_instruction()}"}]] * len(samples)
-        vqa = [self._rng(str(s.get("key", i))).choice(_field(s.get("meta", {}), "qa")) for i, s in enumerate(samples)]
-        vqa_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self.vqa_prompt(qa['question'])}"}] for qa in vqa]
-        return {
-            "caption_prompt": self.prompts(caption_turns),
-            "vqa_prompt": self.prompts(vqa_turns),
-            "questions": [qa["question"] for qa in vqa],
-            "answers": [qa["answer"] for qa in vqa],
-        }
+        batch: dict[str, Any] = {"caption_prompt": self.prompts(caption_turns)}
+        if all(s.get("meta", {}).get("qa") for s in samples):
+            vqa = [self._rng(str(s.get("key", i))).choice(s["meta"]["qa"]) for i, s in enumerate(samples)]
+            vqa_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self.vqa_prompt(qa['question'])}"}] for qa in vqa]
+            batch |= {
+                "vqa_prompt": self.prompts(vqa_turns),
+                "questions": [qa["question"] for qa in vqa],
+                "answers": [qa["answer"] for qa in vqa],
+                "question_types": [qa.get("type") for qa in vqa],
+            }
+        return batch
 
     def _caption_instruction(self) -> str:
         options = self.instructions.get("caption") or [""]

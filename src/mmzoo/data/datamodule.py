@@ -31,12 +31,20 @@ log = logging.getLogger(__name__)
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Streams ``train``/``test`` shard specs (directory, brace pattern, glob or list) as batches."""
+    """Streams ``train``/``val``/``test`` shard specs (directory, brace pattern, glob or list) as batches.
+
+    ``val`` is optional: without it no validation runs; with it the trainer validates (the
+    model's loss) every epoch or every ``trainer.val_check_interval`` steps. ``name`` is the
+    preset's name (``shapes``, ``folder``...), recorded so the zoo can make its own parts on
+    the same data.
+    """
 
     def __init__(
         self,
         train: str | list[str] | None = None,
         test: str | list[str] | None = None,
+        val: str | list[str] | None = None,
+        name: str = "custom",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -46,7 +54,8 @@ class ShardDataModule(L.LightningDataModule):
         zero_shot: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.train, self.test = train, test
+        self.train, self.val, self.test = train, val, test
+        self.name = name
         # zero-shot classification tasks this data defines (read by dual-encoder models)
         self.zero_shot = dict(zero_shot or {})
         self.batch_size = batch_size
@@ -136,6 +145,11 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ShardLoader:
         return self._loader(self.train, "train", train=True)
 
+    def val_dataloader(self) -> ShardLoader | list:
+        if self.val is None:
+            return []  # Lightning then skips validation
+        return self._loader(self.val, "val", train=False)
+
     def test_dataloader(self) -> ShardLoader:
         return self._loader(self.test, "test", train=False)
 
@@ -152,6 +166,7 @@ class ShapesDataModule(ShardDataModule):
         self,
         train_size: int = 20000,
         test_size: int = 1000,
+        name: str = "shapes",
         seed: int = 0,
         image_size: int = 64,
         samples_per_shard: int = 1000,
@@ -164,7 +179,8 @@ class ShapesDataModule(ShardDataModule):
         zero_shot: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            None, None, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed, zero_shot
+            None, None, None, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
+            zero_shot,
         )
         self.shapes_args = {
             "root": root,

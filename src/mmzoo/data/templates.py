@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
+from mmzoo.presets import load_preset, presets
 
 IMAGE_PLACEHOLDER = "<image>"
 HUMAN, ASSISTANT = "human", "gpt"
@@ -87,17 +86,9 @@ def check_conversation(turns: Sequence[Turn], require_image: bool, training: boo
         )
 
 
-def conf_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "conf"
-
-
 def load_template(name: str) -> ConversationTemplate:
     """A template preset by name (``conf/template/<name>.yaml``), without Hydra."""
-    path = conf_dir() / "template" / f"{name}.yaml"
-    if not path.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown template {name!r}; valid: {valid}")
-    data = yaml.safe_load(path.read_text())
+    data = load_preset("template", name)
     data.pop("_target_", None)
     return ConversationTemplate(**data)
 
@@ -105,11 +96,11 @@ def load_template(name: str) -> ConversationTemplate:
 def prompt_words() -> list[str]:
     """Every word in the shipped templates and instruction lists (for in-memory tokenizers)."""
     texts: list[str] = []
-    for path in sorted((conf_dir() / "template").glob("*.yaml")):
-        data = yaml.safe_load(path.read_text())
+    for name in presets("template"):
+        data = load_preset("template", name)
         texts += [str(v) for k, v in data.items() if k not in ("_target_", "name") and isinstance(v, str)]
-    for path in sorted((conf_dir() / "instructions").glob("*.yaml")):
-        for values in yaml.safe_load(path.read_text()).values():
+    for name in presets("instructions"):
+        for values in load_preset("instructions", name).values():
             texts += list(values)
     words = set()
     for text in texts:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from typing import Any
 
 from torchmetrics.functional.text import bleu_score
 from torchmetrics.text import ROUGEScore
+
+from mmzoo.eval.base import EvalStep, Evaluator
+from mmzoo.types import CAPTIONS, META
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = {"a", "an", "the"}
@@ -63,3 +67,60 @@ def vqa_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> float:
         return 0.0
     hits = sum(normalise_answer(p) == normalise_answer(a) for p, a in zip(predictions, answers, strict=True))
     return hits / len(answers)
+
+
+class CaptionEvaluator(Evaluator):
+    """BLEU-4, ROUGE-L and CIDEr of the module's captions (prompts under ``caption_prompt``)
+    against the sample's caption. CIDEr on templated captions rewards the template: read it
+    beside the grounding metrics and the blind baselines."""
+
+    blind = True
+    example_fields = ("captions", "generated_captions")
+
+    def __init__(self, prompt_key: str = "caption_prompt") -> None:
+        super().__init__()
+        self.prompt_key = prompt_key
+
+    def update(self, step: EvalStep) -> None:
+        if self.prompt_key not in step.batch:
+            return
+        generated = step.generate(self.prompt_key)
+        for i, text in enumerate(generated):
+            record = step.batch[META][i] if META in step.batch else {}
+            self.rows.append({"key": record.get("key"), "captions": step.batch[CAPTIONS][i], "generated_captions": text})
+
+    def compute(self, module: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+        return caption_metrics([r["generated_captions"] for r in rows], [[r["captions"]] for r in rows])
+
+
+class VQAEvaluator(Evaluator):
+    """Normalised exact-match accuracy of short answers (prompts under ``vqa_prompt``), overall
+    and per question type when the eval collator provides ``question_types``."""
+
+    blind = True
+    example_fields = ("questions", "answers", "generated_answers")
+
+    def __init__(self, prompt_key: str = "vqa_prompt") -> None:
+        super().__init__()
+        self.prompt_key = prompt_key
+
+    def update(self, step: EvalStep) -> None:
+        if self.prompt_key not in step.batch:  # the data has no questions (e.g. a folder of captions)
+            return
+        generated = step.generate(self.prompt_key)
+        types = step.batch.get("question_types") or [None] * len(generated)
+        for i, text in enumerate(generated):
+            record = step.batch[META][i] if META in step.batch else {}
+            self.rows.append(
+                {"key": record.get("key"), "questions": step.batch["questions"][i], "answers": step.batch["answers"][i],
+                 "generated_answers": text, "type": types[i]}
+            )
+
+    def compute(self, module: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+        if not rows:
+            return {}
+        results = {"accuracy": vqa_accuracy([r["generated_answers"] for r in rows], [r["answers"] for r in rows])}
+        for kind in sorted({r["type"] for r in rows if r["type"]}):
+            subset = [r for r in rows if r["type"] == kind]
+            results[f"{kind}_accuracy"] = vqa_accuracy([r["generated_answers"] for r in subset], [r["answers"] for r in subset])
+        return results

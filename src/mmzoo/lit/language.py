@@ -9,7 +9,6 @@ as a run whose ``llm`` part other runs load with ``llm.from_run``.
 
 from __future__ import annotations
 
-import math
 import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -20,8 +19,8 @@ from torch import nn
 
 from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad, task_weights
 from mmzoo.data.templates import IMAGE_PLACEHOLDER, load_template
+from mmzoo.eval.base import Evaluation
 from mmzoo.lit.base import ZooModule
-from mmzoo.objectives.distributed import gather_objects
 from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
 from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS
 
@@ -78,15 +77,14 @@ class LanguageModelModule(ZooModule):
         instructions: Mapping[str, Sequence[str]] | None = None,
         max_length: int = 256,
         image_size: int = 32,
+        evaluation: Evaluation | None = None,
     ) -> None:
-        super().__init__(TextOnlyModel(llm), optimizer, scheduler)
+        super().__init__(TextOnlyModel(llm), optimizer, scheduler, evaluation=evaluation)
         self.templates = list(templates)
         self.tasks = task_weights(tasks or TASKS)
         self.instructions = dict(instructions or {})
         self.max_length = max_length
         self.image_size = image_size
-        self.results: dict[str, float] = {}
-        self._losses: list[tuple[float, int]] = []
 
     def image_transform(self) -> Callable:
         from mmzoo.data.webdata import image_transform
@@ -96,25 +94,12 @@ class LanguageModelModule(ZooModule):
     def collator(self, train: bool = True) -> TextCollator:
         return TextCollator(self.model.llm.tokenizer, self.templates, self.tasks, self.instructions, self.max_length)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model.llm(inputs_embeds=self.model.llm.embed(batch[INPUT_IDS]), attention_mask=batch[ATTENTION_MASK]).logits
-        return lm_loss(logits, batch[LABELS])
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        embeds = self.model.llm.embed(batch[INPUT_IDS])
+        logits = self.model.llm(inputs_embeds=embeds, attention_mask=batch[ATTENTION_MASK]).logits
+        return lm_loss(logits, batch[LABELS]), {}
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.record_loss(loss, batch_size=batch[INPUT_IDS].shape[0])
-        return loss
-
-    def on_test_epoch_start(self) -> None:
-        self._losses = []
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """(summed loss, supervised tokens) of a batch, for token-weighted perplexity."""
         tokens = int((batch[LABELS][:, 1:] != IGNORE_INDEX).sum())
-        self._losses.append((float(self._loss(batch)) * tokens, tokens))
-
-    def on_test_epoch_end(self) -> None:
-        self._losses = gather_objects(self._losses)  # every rank's batches
-        total = sum(n for _, n in self._losses)
-        loss = sum(summed for summed, _ in self._losses) / max(total, 1)
-        self.results = {"lm/loss": loss, "lm/perplexity": math.exp(min(loss, 50.0))}
-        self.log_dict(self.results, rank_zero_only=True)
+        return float(self.loss(batch)[0]) * tokens, tokens

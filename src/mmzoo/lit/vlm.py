@@ -1,5 +1,6 @@
 """The vision-to-LLM LightningModule shared by LLaVA and MiniGPT-4 (and BLIP-2 stage 2,
-InstructBLIP): prompt-masked LM training, generation, captioning and VQA evaluation.
+InstructBLIP): prompt-masked LM training and generation; evaluation is the configured
+evaluators (``conf/evaluation/generative.yaml``: captioning, VQA, blind baselines).
 
 Recipes differ only in data: which parts are frozen (``freeze``), which template, which
 tasks are sampled, whether LoRA adapts the LLM. Those are config, so each paper is a
@@ -8,10 +9,8 @@ YAML file in ``conf/model`` and ``conf/experiment``, not a subclass.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,11 +19,10 @@ from torch import nn
 
 from mmzoo.data.conversation import VLMCollator, task_weights
 from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
-from mmzoo.eval.captioning import caption_metrics, vqa_accuracy
+from mmzoo.eval.base import Evaluation
 from mmzoo.lit.base import ZooModule
 from mmzoo.models.vision_language import VisionLanguageModel
-from mmzoo.objectives.distributed import gather_objects
-from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL_VALUES
+from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS, PIXEL_VALUES
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +59,24 @@ class VisionLanguageModule(ZooModule):
         max_length: int = 256,
         lora: Mapping[str, Any] | None = None,
         generation: Mapping[str, Any] | None = None,
-        eval_tasks: Sequence[str] = ("caption", "vqa"),
         notes: Sequence[str] = (),
-        init_from_runs: Mapping[str, Any] | None = None,
+        pretrained_parts: Mapping[str, Any] | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
         image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
         model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
         if lora:
             apply_lora(llm, lora)
-        super().__init__(model, optimizer, scheduler, freeze, init_from_runs)
+        super().__init__(model, optimizer, scheduler, freeze, pretrained_parts, evaluation)
         self.template = template
         self.tasks = task_weights(tasks)
         self.instructions = {k: list(v) for k, v in instructions.items()}
         self.max_length = max_length
         self.generation = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1} | dict(generation or {})
-        self.eval_tasks = tuple(eval_tasks)
         self.notes = list(notes)
         for note in self.notes:
             log.warning(note)
-        self.results: dict[str, float] = {}
-        self.num_truncated = 0
-        self.examples: list[dict[str, Any]] = []
-        self._test: list[dict[str, Any]] = []
+        self.counters["truncated_sequences"] = 0
 
     # ---- data path ------------------------------------------------------------------
     @property
@@ -108,13 +102,11 @@ class VisionLanguageModule(ZooModule):
         )
 
     # ---- training -------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS])
-        self.record_loss(out.loss, batch_size=len(batch[CAPTIONS]))
-        if batch.get("num_truncated"):  # sequences cut at max_length (documented, counted)
-            self.num_truncated += int(batch["num_truncated"])
-            self.log("train/truncated", float(self.num_truncated), batch_size=1)
-        return out.loss
+        if self.training and batch.get("num_truncated"):  # sequences cut at max_length (counted, reported)
+            self.counters["truncated_sequences"] += int(batch["num_truncated"])
+        return out.loss, {}
 
     # ---- generation -----------------------------------------------------------------
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -169,42 +161,10 @@ class VisionLanguageModule(ZooModule):
         self.train(was_training)
         return texts
 
-    # ---- evaluation -----------------------------------------------------------------
-    def on_test_epoch_start(self) -> None:
-        self._test = []
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        row: dict[str, Any] = {"captions": batch[CAPTIONS], "meta": batch[META]}
-        if "caption" in self.eval_tasks:
-            row["generated_captions"] = self.decode(self._generate_ids(batch[PIXEL_VALUES], batch["caption_prompt"]))
-        if "vqa" in self.eval_tasks:
-            row["questions"], row["answers"] = batch["questions"], batch["answers"]
-            row["generated_answers"] = self.decode(self._generate_ids(batch[PIXEL_VALUES], batch["vqa_prompt"]))
-        self._test.append(row)
-
-    def on_test_epoch_end(self) -> None:
-        flat: dict[str, list] = {}
-        for row in self._test:
-            for key, values in row.items():
-                flat.setdefault(key, []).extend(values)
-        flat = {key: gather_objects(values) for key, values in flat.items()}  # every rank's samples
-        results: dict[str, float] = {}
-        if "generated_captions" in flat:
-            refs = [[c] for c in flat["captions"]]
-            results |= {f"caption/{k}": v for k, v in caption_metrics(flat["generated_captions"], refs).items()}
-        if "generated_answers" in flat:
-            results["vqa/accuracy"] = vqa_accuracy(flat["generated_answers"], flat["answers"])
-        self.results = results
-        self.examples = [
-            {k: flat[k][i] for k in flat if k != "meta"} | {"key": flat["meta"][i].get("key")}
-            for i in range(min(32, len(flat.get("captions", []))))
-        ]
-        self.log_dict(results, rank_zero_only=True)  # already gathered from every rank
-
-    def write_examples(self, run_dir: Path, limit: int) -> None:
-        with open(run_dir / "examples.jsonl", "w") as f:
-            for example in self.examples[:limit]:
-                f.write(json.dumps(example) + "\n")
+    # ---- what the evaluators ask for ------------------------------------------------
+    def generate_text(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor]) -> list[str]:
+        """Texts generated for a collated prompt batch (the eval collator's ``caption_prompt``...)."""
+        return self.decode(self._generate_ids(pixel_values, prompt))
 
 
 def cut_at(ids: list[int], marker: list[int]) -> list[int]:

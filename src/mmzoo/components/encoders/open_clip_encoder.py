@@ -12,9 +12,10 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from open_clip.model import _build_vision_tower
 
 from mmzoo.components.encoders.base import TokenSelection, VisionEncoder
+
+_TINY_TEXT_CFG = {"context_length": 2, "vocab_size": 8, "width": 8, "heads": 1, "layers": 1}
 
 
 class OpenClipVisionEncoder(VisionEncoder):
@@ -41,7 +42,9 @@ class OpenClipVisionEncoder(VisionEncoder):
         if model_name is not None:
             visual = open_clip.create_model(model_name, pretrained=pretrained).visual
         else:
-            visual = _build_vision_tower(embed_dim, dict(vision_cfg))
+            # open_clip's public constructor builds both towers; a throwaway 1-layer text tower
+            # is the price of not reaching into its private builders
+            visual = open_clip.CLIP(embed_dim, vision_cfg=dict(vision_cfg), text_cfg=_TINY_TEXT_CFG).visual
         if not isinstance(visual, open_clip.transformer.VisionTransformer):
             raise ValueError(f"OpenClipVisionEncoder needs a ViT tower, got {type(visual).__name__}")
         visual.proj = None  # the pooled projection is a head, owned by the model that needs it

@@ -7,6 +7,7 @@ Vicuna, OPT, GPT-2 and Flan-T5 that one interface.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from mmzoo.data.tokenizer import special_token_config
+from mmzoo.types import IMAGE_TOKEN
 
 
 def _context_size(config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -51,6 +53,7 @@ class LanguageModel(nn.Module):
         gradient_checkpointing: bool = False,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
+        extra_special_tokens: Sequence[str] = (IMAGE_TOKEN,),
     ) -> None:
         super().__init__()
         if (name_or_path is None) == (config is None):
@@ -61,6 +64,9 @@ class LanguageModel(nn.Module):
             raise ValueError("a tokenizer is needed to build a language model from a config")
         if tokenizer.pad_token is None:  # LLaMA ships without one; LLaVA pads with unk
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+        missing = [t for t in extra_special_tokens if t not in tokenizer.get_vocab()]
+        if missing:  # a pretrained tokenizer does not know the image placeholder yet
+            tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
         self.tokenizer = tokenizer
 
         dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
@@ -72,7 +78,7 @@ class LanguageModel(nn.Module):
             model_class = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
             self.model = model_class.from_pretrained(name_or_path, config=hf_config, dtype=dtype, **options)
             if len(tokenizer) > self.model.get_input_embeddings().num_embeddings:
-                self.model.resize_token_embeddings(len(tokenizer))  # tokens added in the data path
+                self.model.resize_token_embeddings(len(tokenizer))  # the tokens added above
         else:
             config = dict(config)
             model_type = config.pop("model_type")

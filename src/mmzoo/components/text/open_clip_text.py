@@ -12,7 +12,6 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.model import _build_text_tower
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmzoo.components.text.base import TextEncoder, eos_positions, gather_positions
@@ -20,6 +19,9 @@ from mmzoo.types import TextFeatures
 
 # open_clip's default tokenizer is OpenAI's BPE; this is the same vocabulary as an HF tokenizer
 OPENAI_BPE_TOKENIZER = "openai/clip-vit-base-patch32"
+
+
+_TINY_VISION_CFG = {"image_size": 8, "patch_size": 8, "width": 8, "layers": 1, "head_width": 8}
 
 
 class OpenClipTextEncoder(TextEncoder):
@@ -53,7 +55,9 @@ class OpenClipTextEncoder(TextEncoder):
                 raise ValueError("a tokenizer is needed to build a text tower from text_cfg")
             cfg = {"context_length": max_length or 77, **text_cfg, "vocab_size": len(tokenizer)}
             cfg.update(pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id, pool_type="eos")
-            tower = _build_text_tower(embed_dim, cfg)
+            # open_clip's public constructor flattens the text tower onto the CLIP module; a
+            # throwaway 1-block vision tower is the price of not using its private builders
+            tower = open_clip.CLIP(embed_dim, vision_cfg=_TINY_VISION_CFG, text_cfg=cfg)
         if isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         if getattr(tower, "cls_emb", None) is not None or not hasattr(tower, "token_embedding"):

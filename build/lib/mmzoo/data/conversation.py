@@ -1,0 +1,270 @@
+"""From samples to token tensors for vision-to-LLM models: tasks, masks, padding.
+
+Tokenisation lives here, in the data path (loader workers), never in ``forward``.
+A sample becomes a conversation according to a *task* (caption, detailed description,
+the sample's own multi-turn conversation, or one VQA pair), the template renders it
+into supervised / unsupervised segments, and each segment is tokenised on its own so
+the label mask is exact token by token. The single ``<image>`` token is expanded to as
+many positions as the bridge outputs visual tokens; the model scatters them there.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate, Turn
+from mmzoo.objectives.lm import IGNORE_INDEX
+from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL_VALUES
+
+TASKS = ("caption", "describe", "conversation", "vqa")
+
+
+def task_weights(tasks: Mapping[str, float] | Sequence[str]) -> dict[str, float]:
+    """``[caption, caption, vqa]`` or ``{caption: 2, vqa: 1}`` -> ``{caption: 2.0, vqa: 1.0}``.
+
+    Configs use the list form: Hydra merges dicts key by key, so an experiment could not
+    *replace* a model's task mix with a dict, while a list replaces it whole."""
+    if isinstance(tasks, Mapping):
+        return {k: float(v) for k, v in tasks.items()}
+    weights: dict[str, float] = {}
+    for name in tasks:
+        weights[name] = weights.get(name, 0.0) + 1.0
+    return weights
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def expand_image_token(ids: list[int], image_token_id: int, num_image_tokens: int) -> list[int]:
+    out: list[int] = []
+    for i in ids:
+        out.extend([i] * num_image_tokens if i == image_token_id else [i])
+    return out
+
+
+def encode_segments(
+    tokenizer: Any,
+    segments: Sequence[tuple[str, bool]],
+    image_token_id: int | None,
+    num_image_tokens: int,
+    max_length: int,
+) -> Encoded:
+    """Token ids and labels (``IGNORE_INDEX`` where unsupervised) for rendered segments.
+
+    A sequence longer than ``max_length`` is cut at the end and marked ``truncated`` (the
+    caller counts it); one whose visual tokens would not fit is an error, not a cut.
+    """
+    input_ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    labels: list[int] = [IGNORE_INDEX] * len(input_ids)
+    for text, supervised in segments:
+        ids = _ids(tokenizer, text)
+        if image_token_id is not None:
+            ids = expand_image_token(ids, image_token_id, num_image_tokens)
+        input_ids += ids
+        labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+    truncated = len(input_ids) > max_length
+    if truncated:
+        if image_token_id is not None and image_token_id in input_ids[max_length:]:
+            raise ValueError(
+                f"max_length={max_length} cannot hold the {num_image_tokens} visual tokens and the prompt; "
+                "raise the model's max_length or use a bridge with fewer output tokens"
+            )
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return Encoded(input_ids, labels, truncated)
+
+
+def pad(sequences: Sequence[Sequence[int]], value: int, side: str = "right") -> torch.Tensor:
+    """(B, L_max) long tensor, padded on ``side``."""
+    width = max(len(s) for s in sequences)
+    rows = [
+        [*s, *[value] * (width - len(s))] if side == "right" else [*[value] * (width - len(s)), *s]
+        for s in sequences
+    ]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class VLMCollator:
+    """Samples -> a batch for training (``mode='train'``) or for generation (``mode='eval'``).
+
+    ``tasks`` lists task names (``TASKS``) sampled uniformly (a repeated name weighs more),
+    or maps them to sampling weights; ``instructions`` maps
+    'caption' / 'describe' to the instruction lists one is sampled from.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: ConversationTemplate,
+        num_image_tokens: int,
+        max_length: int,
+        tasks: Mapping[str, float] | Sequence[str],
+        instructions: Mapping[str, Sequence[str]],
+        is_encoder_decoder: bool = False,
+        mode: str = "train",
+        seed: int = 0,
+    ) -> None:
+        tasks = task_weights(tasks)
+        unknown = set(tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; valid: {list(TASKS)}")
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.tokenizer = tokenizer
+        self.template = template
+        self.num_image_tokens = num_image_tokens
+        self.max_length = max_length
+        self.tasks = {k: float(v) for k, v in tasks.items() if v > 0}
+        self.instructions = {k: list(v) for k, v in instructions.items()}
+        self.is_encoder_decoder = is_encoder_decoder
+        self.mode = mode
+        self.seed = seed
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {IMAGE_PLACEHOLDER} token; add it as a special token")
+        self.num_truncated = 0
+
+    # ---- conversations --------------------------------------------------------------
+    def _rng(self, key: str) -> random.Random:
+        return random.Random(zlib.crc32(key.encode()) * 7919 + self.seed)
+
+    def _instruction(self, kind: str, rng: random.Random) -> str:
+        options = self.instructions.get(kind) or [""]
+        return rng.choice(options)
+
+    def conversation(self, sample: Mapping[str, Any], task: str, rng: random.Random) -> list[Turn]:
+        meta = sample.get("meta", {})
+        if task == "caption":
+            return _single(self._instruction("caption", rng), sample["caption"])
+        if task == "describe":
+            return _single(self._instruction("describe", rng), _field(meta, "description"))
+        if task == "vqa":
+            qa = rng.choice(_field(meta, "qa"))
+            return _single(self.vqa_prompt(qa["question"]), qa["answer"])
+        return list(_field(meta, "conversation"))
+
+    def vqa_prompt(self, question: str) -> str:
+        """A short-answer question: the question plus the 'answer with one word' instruction."""
+        suffix = (self.instructions.get("short_answer") or [""])[0]
+        return f"{question} {suffix}".strip()
+
+    def sample_task(self, rng: random.Random) -> str:
+        names = list(self.tasks)
+        return rng.choices(names, weights=[self.tasks[n] for n in names])[0]
+
+    # ---- batches --------------------------------------------------------------------
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = {
+            PIXEL_VALUES: torch.stack([s["image"] for s in samples]),  # (B, 3, H, W)
+            CAPTIONS: [s["caption"] for s in samples],
+            META: [s.get("meta", {}) for s in samples],
+        }
+        return batch | (self._train(samples) if self.mode == "train" else self._eval(samples))
+
+    def _train(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        encoded = []
+        for s in samples:
+            rng = self._rng(str(s.get("key", s["caption"])))
+            turns = self.conversation(s, self.sample_task(rng), rng)
+            encoded.append(self.encode(turns))
+        self.num_truncated += sum(e.truncated for e in encoded)
+        pad_id = self.tokenizer.pad_token_id
+        if self.is_encoder_decoder:
+            return self._seq2seq(encoded, pad_id)
+        return {
+            INPUT_IDS: pad([e.input_ids for e in encoded], pad_id),  # (B, L)
+            ATTENTION_MASK: pad([[1] * len(e.input_ids) for e in encoded], 0),  # (B, L)
+            LABELS: pad([e.labels for e in encoded], IGNORE_INDEX),  # (B, L)
+            "num_truncated": sum(e.truncated for e in encoded),
+        }
+
+    def encode(self, turns: Sequence[Turn]) -> Encoded:
+        segments = self.template.segments(turns)
+        return encode_segments(self.tokenizer, segments, self.image_token_id, self.num_image_tokens, self.max_length)
+
+    def _seq2seq(self, encoded: list[Encoded], pad_id: int) -> dict[str, Any]:
+        """Encoder-decoder LLMs: the last supervised span is the target, the rest the source."""
+        sources, targets = [], []
+        for e in encoded:
+            start = _last_supervised_start(e.labels)
+            sources.append(e.input_ids[:start])
+            target = e.input_ids[start:]
+            if self.tokenizer.eos_token_id is not None and (not target or target[-1] != self.tokenizer.eos_token_id):
+                target = [*target, self.tokenizer.eos_token_id]
+            targets.append(target)
+        return {
+            INPUT_IDS: pad(sources, pad_id),
+            ATTENTION_MASK: pad([[1] * len(s) for s in sources], 0),
+            LABELS: pad(targets, IGNORE_INDEX),
+            "num_truncated": sum(e.truncated for e in encoded),
+        }
+
+    def prompt_ids(self, turns: Sequence[Turn]) -> list[int]:
+        """Token ids of a generation prompt (ends with the assistant prefix), images expanded."""
+        ids = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        ids += _ids(self.tokenizer, self.template.prompt(turns))
+        ids = expand_image_token(ids, self.image_token_id, self.num_image_tokens)
+        if len(ids) > self.max_length:
+            raise ValueError(f"prompt of {len(ids)} tokens exceeds max_length={self.max_length}")
+        return ids
+
+    def prompts(self, conversations: Sequence[Sequence[Turn]]) -> dict[str, torch.Tensor]:
+        """Left-padded prompt batch for generation (new tokens then line up at the right)."""
+        ids = [self.prompt_ids(turns) for turns in conversations]
+        return {
+            INPUT_IDS: pad(ids, self.tokenizer.pad_token_id, side="left"),
+            ATTENTION_MASK: pad([[1] * len(i) for i in ids], 0, side="left"),
+        }
+
+    def _eval(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Generation prompts: a caption request for every sample, and one of its questions
+        when the data has Q&A (the embedded data does; a folder of captions does not)."""
+        caption_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self._caption_instruction()}"}]] * len(samples)
+        batch: dict[str, Any] = {"caption_prompt": self.prompts(caption_turns)}
+        if all(s.get("meta", {}).get("qa") for s in samples):
+            vqa = [self._rng(str(s.get("key", i))).choice(s["meta"]["qa"]) for i, s in enumerate(samples)]
+            vqa_turns = [[{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{self.vqa_prompt(qa['question'])}"}] for qa in vqa]
+            batch |= {
+                "vqa_prompt": self.prompts(vqa_turns),
+                "questions": [qa["question"] for qa in vqa],
+                "answers": [qa["answer"] for qa in vqa],
+                "question_types": [qa.get("type") for qa in vqa],
+            }
+        return batch
+
+    def _caption_instruction(self) -> str:
+        options = self.instructions.get("caption") or [""]
+        return options[0]
+
+
+def _single(instruction: str, answer: str) -> list[Turn]:
+    value = f"{IMAGE_PLACEHOLDER}\n{instruction}" if instruction else IMAGE_PLACEHOLDER
+    return [{"from": HUMAN, "value": value}, {"from": ASSISTANT, "value": answer}]
+
+
+def _field(meta: Mapping[str, Any], name: str) -> Any:
+    value = meta.get(name)
+    if not value:
+        raise ValueError(f"sample has no {name!r} in its json record; this task needs it (e.g. the shapes data)")
+    return value
+
+
+def _last_supervised_start(labels: list[int]) -> int:
+    end = max(i for i, v in enumerate(labels) if v != IGNORE_INDEX)
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE_INDEX:
+        start -= 1
+    return start

@@ -1,0 +1,219 @@
+"""Lightning data modules over img2dataset-layout shards.
+
+Why ``attach``: the model owns its image transform and its collator (tokenisation and
+prompt templates live in the data path, per model), so the training script builds the
+model first and hands both to the data module before ``fit``. The data module only
+knows shards, batch sizes, workers and seeds, which is what a Hydra ``data/`` preset sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+
+from mmzoo.data.webdata import (
+    SampleErrors,
+    ShardLoader,
+    SharedEpoch,
+    expand_urls,
+    make_pipeline,
+    num_batches,
+    shard_counts,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Streams ``train``/``val``/``test`` shard specs (directory, brace pattern, glob or list) as batches.
+
+    ``val`` is optional: without it no validation runs; with it the trainer validates (the
+    model's loss) every epoch or every ``trainer.val_check_interval`` steps. ``name`` is the
+    preset's name (``shapes``, ``folder``...), recorded so the zoo can make its own parts on
+    the same data.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str] | None = None,
+        test: str | list[str] | None = None,
+        val: str | list[str] | None = None,
+        name: str = "custom",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        resampled: bool = False,
+        seed: int = 0,
+        zero_shot: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.train, self.val, self.test = train, val, test
+        self.name = name
+        # zero-shot classification tasks this data defines (read by dual-encoder models)
+        self.zero_shot = dict(zero_shot or {})
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.resampled = resampled
+        self.seed = seed
+        self.errors = SampleErrors()
+        self.train_transform: Callable[[Image.Image], torch.Tensor] | None = None
+        self.eval_transform: Callable[[Image.Image], torch.Tensor] | None = None
+        self.collate: Callable[[list[dict[str, Any]]], Any] | None = None
+        self.eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None
+        self._train_epoch = SharedEpoch()  # survives dataloader rebuilds, so reshuffles keep advancing
+
+    def attach(
+        self,
+        train_transform: Callable[[Image.Image], torch.Tensor],
+        eval_transform: Callable[[Image.Image], torch.Tensor],
+        collate: Callable[[list[dict[str, Any]]], Any],
+        eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None,
+    ) -> ShardDataModule:
+        """Give the model's image transforms and collators (the evaluation one may differ, e.g.
+        generation prompts instead of teacher-forced targets); call before ``fit``/``test``."""
+        self.train_transform, self.eval_transform, self.collate = train_transform, eval_transform, collate
+        self.eval_collate = eval_collate or collate
+        return self
+
+    @property
+    def num_train_samples(self) -> int | None:
+        counts = shard_counts(expand_urls(self.train)) if self.train is not None else None
+        return None if counts is None else sum(counts)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+    def _loader(self, spec: Any, split: str, *, train: bool) -> ShardLoader:
+        if spec is None:
+            raise ValueError(f"no {split} shards configured ({split}=null)")
+        transform = self.train_transform if train else self.eval_transform
+        if transform is None or self.collate is None:
+            raise RuntimeError(
+                "call attach(train_transform, eval_transform, collate) before asking for loaders"
+            )
+        urls = expand_urls(spec)
+        rank, world_size = self._world()
+        batch_size = self.batch_size if train else self.eval_batch_size
+        resampled = self.resampled and train
+        workers = self.num_workers
+        if not train and len(urls) < world_size * max(1, workers):  # a small test split: fewer workers
+            workers = min(workers, max(1, len(urls) // world_size))
+            log.info(
+                "%s: %d shard(s) feed %d worker(s) per rank, not %d",
+                split,
+                len(urls),
+                workers,
+                self.num_workers,
+            )
+        pipeline = make_pipeline(
+            urls,
+            transform=transform,
+            collate=self.collate if train else self.eval_collate,
+            batch_size=batch_size,
+            shuffle_buffer=self.shuffle_buffer if train else 0,
+            resampled=resampled,
+            seed=self.seed,
+            errors=self.errors,
+            num_workers=workers,
+            world_size=world_size,
+            partial=not train,
+            epoch=self._train_epoch if train else SharedEpoch(),
+        )
+        counts = shard_counts(urls)
+        if counts is None:
+            length = None
+        elif resampled:
+            length = max(1, sum(counts) // (world_size * max(1, workers) * batch_size)) * max(1, workers)
+        else:
+            length = num_batches(
+                counts, batch_size, rank=rank, world_size=world_size, num_workers=workers, partial=not train
+            )
+        return ShardLoader(pipeline, num_workers=workers, length=length, persistent_workers=False)
+
+    def train_dataloader(self) -> ShardLoader:
+        return self._loader(self.train, "train", train=True)
+
+    def val_dataloader(self) -> ShardLoader | list:
+        if self.val is None:
+            return []  # Lightning then skips validation
+        return self._loader(self.val, "val", train=False)
+
+    def test_dataloader(self) -> ShardLoader:
+        return self._loader(self.test, "test", train=False)
+
+
+    def teardown(self, stage: str) -> None:
+        if self.errors.total:
+            log.warning("data: %s", self.errors.report())
+
+
+class ShapesDataModule(ShardDataModule):
+    """The embedded ``shapes`` dataset, generated into the cache on first use."""
+
+    def __init__(
+        self,
+        train_size: int = 20000,
+        test_size: int = 1000,
+        name: str = "shapes",
+        seed: int = 0,
+        image_size: int = 64,
+        samples_per_shard: int = 1000,
+        root: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        resampled: bool = False,
+        zero_shot: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            None, None, None, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
+            zero_shot,
+        )
+        self.shapes_args = {
+            "root": root,
+            "train_size": train_size,
+            "test_size": test_size,
+            "seed": seed,
+            "image_size": image_size,
+            "samples_per_shard": samples_per_shard,
+        }
+
+    def prepare_data(self) -> None:
+        from mmzoo.data.shapes import ensure_shapes
+
+        ensure_shapes(**self.shapes_args)
+
+    def _ensure(self) -> None:
+        """Resolve shard paths; generates if needed, so loaders work without ``prepare_data``."""
+        if self.train is None:
+            from mmzoo.data.shapes import ensure_shapes
+
+            splits = ensure_shapes(**self.shapes_args)
+            self.train, self.test = splits["train"], splits["test"]
+
+    @property
+    def num_train_samples(self) -> int | None:
+        self._ensure()
+        return super().num_train_samples
+
+    def train_dataloader(self) -> ShardLoader:
+        self._ensure()
+        return super().train_dataloader()
+
+    def test_dataloader(self) -> ShardLoader:
+        self._ensure()
+        return super().test_dataloader()
+

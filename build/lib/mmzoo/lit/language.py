@@ -1,0 +1,105 @@
+"""Text-only language-model pretraining on a dataset's text (``model=lm``).
+
+The papers freeze *pretrained* LLMs; a frozen random one cannot learn to caption through
+a projector. On the embedded data the zoo therefore pretrains its tiny LLM on the
+dataset's captions, descriptions, Q&A and conversations, rendered with the same
+templates the vision-language models use (the image placeholder left out), and saves it
+as a run whose ``llm`` part other runs load with ``llm.from_run``.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmzoo.data.conversation import TASKS, VLMCollator, encode_segments, pad, task_weights
+from mmzoo.data.templates import IMAGE_PLACEHOLDER, load_template
+from mmzoo.eval.base import Evaluation
+from mmzoo.lit.base import ZooModule
+from mmzoo.objectives.lm import IGNORE_INDEX, lm_loss
+from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS
+
+
+class TextOnlyModel(nn.Module):
+    """Holds the LLM under the part name ``llm`` so its weights are reusable by name."""
+
+    def __init__(self, llm: nn.Module) -> None:
+        super().__init__()
+        self.llm = llm
+
+
+class TextCollator:
+    """Samples -> LM batches: each sample rendered as one task in one template, all text supervised."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        templates: Sequence[str],
+        tasks: Mapping[str, float] | Sequence[str],
+        instructions: Mapping[str, Sequence[str]],
+        max_length: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.templates = [load_template(t) for t in templates]
+        self.max_length = max_length
+        self._renderers = [
+            VLMCollator(tokenizer, t, 1, max_length, tasks, instructions, mode="train") for t in self.templates
+        ]
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        sequences = []
+        for s in samples:
+            rng = random.Random(zlib.crc32(str(s.get("key", s["caption"])).encode()))
+            renderer = rng.choice(self._renderers)
+            turns = renderer.conversation(s, renderer.sample_task(rng), rng)
+            segments = [(text.replace(IMAGE_PLACEHOLDER, ""), True) for text, _ in renderer.template.segments(turns)]
+            sequences.append(encode_segments(self.tokenizer, segments, None, 0, self.max_length).input_ids)
+        ids = pad(sequences, self.tokenizer.pad_token_id)
+        mask = pad([[1] * len(s) for s in sequences], 0)
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask, LABELS: ids.masked_fill(mask == 0, IGNORE_INDEX)}
+
+
+class LanguageModelModule(ZooModule):
+    """Next-token training of ``llm`` on rendered dataset text; reports test loss and perplexity."""
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        templates: Sequence[str] = ("plain", "llava_v1", "vicuna_v0"),
+        tasks: Mapping[str, float] | Sequence[str] | None = None,
+        instructions: Mapping[str, Sequence[str]] | None = None,
+        max_length: int = 256,
+        image_size: int = 32,
+        evaluation: Evaluation | None = None,
+    ) -> None:
+        super().__init__(TextOnlyModel(llm), optimizer, scheduler, evaluation=evaluation)
+        self.templates = list(templates)
+        self.tasks = task_weights(tasks or TASKS)
+        self.instructions = dict(instructions or {})
+        self.max_length = max_length
+        self.image_size = image_size
+
+    def image_transform(self) -> Callable:
+        from mmzoo.data.webdata import image_transform
+
+        return image_transform(self.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    def collator(self, train: bool = True) -> TextCollator:
+        return TextCollator(self.model.llm.tokenizer, self.templates, self.tasks, self.instructions, self.max_length)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        embeds = self.model.llm.embed(batch[INPUT_IDS])
+        logits = self.model.llm(inputs_embeds=embeds, attention_mask=batch[ATTENTION_MASK]).logits
+        return lm_loss(logits, batch[LABELS]), {}
+
+    def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """(summed loss, supervised tokens) of a batch, for token-weighted perplexity."""
+        tokens = int((batch[LABELS][:, 1:] != IGNORE_INDEX).sum())
+        return float(self.loss(batch)[0]) * tokens, tokens

@@ -1,0 +1,182 @@
+"""The vision-to-LLM LightningModule shared by LLaVA and MiniGPT-4 (and BLIP-2 stage 2,
+InstructBLIP): prompt-masked LM training and generation; evaluation is the configured
+evaluators (``conf/evaluation/generative.yaml``: captioning, VQA, blind baselines).
+
+Recipes differ only in data: which parts are frozen (``freeze``), which template, which
+tasks are sampled, whether LoRA adapts the LLM. Those are config, so each paper is a
+YAML file in ``conf/model`` and ``conf/experiment``, not a subclass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from mmzoo.data.conversation import VLMCollator, task_weights
+from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
+from mmzoo.eval.base import Evaluation
+from mmzoo.lit.base import ZooModule
+from mmzoo.models.vision_language import VisionLanguageModel
+from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS, PIXEL_VALUES
+
+log = logging.getLogger(__name__)
+
+
+def apply_lora(llm: nn.Module, lora: Mapping[str, Any]) -> None:
+    """Wrap the LLM's transformers model with peft LoRA adapters (only they train)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.05),
+        target_modules=list(lora.get("target_modules", ["q_proj", "v_proj"])),
+        task_type="SEQ_2_SEQ_LM" if getattr(llm, "is_encoder_decoder", False) else "CAUSAL_LM",
+    )
+    llm.model = get_peft_model(llm.model, config)
+
+
+class VisionLanguageModule(ZooModule):
+    """``freeze`` lists the parts the recipe keeps fixed (default: encoder and LLM, as in
+    LLaVA stage 1 and MiniGPT-4); a bridge may keep its own Q-Former frozen."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        bridge: Callable[..., nn.Module],
+        llm: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        template: ConversationTemplate,
+        tasks: Mapping[str, float] | Sequence[str],
+        instructions: Mapping[str, Sequence[str]],
+        scheduler: Callable[..., Any] | None = None,
+        freeze: Sequence[str] = ("encoder", "llm"),
+        max_length: int = 256,
+        lora: Mapping[str, Any] | None = None,
+        generation: Mapping[str, Any] | None = None,
+        notes: Sequence[str] = (),
+        pretrained_parts: Mapping[str, Any] | None = None,
+        evaluation: Evaluation | None = None,
+    ) -> None:
+        image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
+        if lora:
+            apply_lora(llm, lora)
+        super().__init__(model, optimizer, scheduler, freeze, pretrained_parts, evaluation)
+        self.template = template
+        self.tasks = task_weights(tasks)
+        self.instructions = {k: list(v) for k, v in instructions.items()}
+        self.max_length = max_length
+        self.generation = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1} | dict(generation or {})
+        self.notes = list(notes)
+        for note in self.notes:
+            log.warning(note)
+        self.counters["truncated_sequences"] = 0
+
+    # ---- data path ------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.llm.tokenizer
+
+    def image_transform(self) -> Callable:
+        from mmzoo.data.webdata import image_transform
+
+        enc = self.model.encoder
+        return image_transform(enc.image_size, enc.mean, enc.std)
+
+    def collator(self, train: bool = True) -> VLMCollator:
+        return VLMCollator(
+            self.tokenizer,
+            self.template,
+            num_image_tokens=self.model.num_image_tokens,
+            max_length=self.max_length,
+            tasks=self.tasks,
+            instructions=self.instructions,
+            is_encoder_decoder=getattr(self.model.llm, "is_encoder_decoder", False),
+            mode="train" if train else "eval",
+        )
+
+    # ---- training -------------------------------------------------------------------
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS])
+        if self.training and batch.get("num_truncated"):  # sequences cut at max_length (counted, reported)
+            self.counters["truncated_sequences"] += int(batch["num_truncated"])
+        return out.loss, {}
+
+    # ---- generation -----------------------------------------------------------------
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Generated ids -> text, cut where the template's end-of-turn marker starts.
+
+        The cut is made on token ids, not text: a marker such as ``###`` may decode with
+        spaces between its pieces, depending on the tokenizer.
+        """
+        marker = self.template.end_of_turn
+        marker_ids = self.tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+        rows = [cut_at(row.tolist(), marker_ids) for row in ids]
+        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    def _generate_ids(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        options = self.generation | kwargs
+        options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        return self.model.generate(
+            pixel_values.to(self.device),
+            prompt[INPUT_IDS].to(self.device),
+            prompt[ATTENTION_MASK].to(self.device),
+            **options,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Image.Image] | torch.Tensor,
+        prompts: str | Sequence[str] | Sequence[Sequence[Mapping[str, str]]],
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Answer ``prompts`` about ``images`` (batched; KV cache, greedy or sampling via
+        transformers' ``generate`` kwargs such as ``do_sample=True, temperature=0.7``).
+
+        A prompt is a user message (``<image>`` is prepended when missing) or a whole
+        conversation (list of ``{"from", "value"}`` turns ending with a user turn).
+        """
+        was_training = self.training
+        self.eval()
+        if isinstance(images, torch.Tensor):
+            pixel_values = images if images.dim() == 4 else images[None]
+        else:
+            transform = self.image_transform()
+            pixel_values = torch.stack([transform(im.convert("RGB")) for im in images])
+        if isinstance(prompts, str):
+            prompts = [prompts] * pixel_values.shape[0]
+        conversations = [p if not isinstance(p, str) else [_user_turn(p)] for p in prompts]
+        if len(conversations) != pixel_values.shape[0]:
+            raise ValueError(f"{len(conversations)} prompts for {pixel_values.shape[0]} images")
+        batch = self.collator(train=False).prompts(conversations)
+        texts = self.decode(self._generate_ids(pixel_values, batch, **generate_kwargs))
+        self.train(was_training)
+        return texts
+
+    # ---- what the evaluators ask for ------------------------------------------------
+    def generate_text(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor]) -> list[str]:
+        """Texts generated for a collated prompt batch (the eval collator's ``caption_prompt``...)."""
+        return self.decode(self._generate_ids(pixel_values, prompt))
+
+
+def cut_at(ids: list[int], marker: list[int]) -> list[int]:
+    """``ids`` up to the first occurrence of the ``marker`` sequence (all of it if absent)."""
+    if not marker:
+        return ids
+    for i in range(len(ids) - len(marker) + 1):
+        if ids[i : i + len(marker)] == marker:
+            return ids[:i]
+    return ids
+
+
+def _user_turn(text: str) -> dict[str, str]:
+    value = text if IMAGE_PLACEHOLDER in text else f"{IMAGE_PLACEHOLDER}\n{text}"
+    return {"from": HUMAN, "value": value}

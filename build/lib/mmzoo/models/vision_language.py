@@ -1,0 +1,97 @@
+"""Vision-to-LLM model: encoder -> bridge -> LLM input embeddings.
+
+LLaVA, MiniGPT-4, BLIP-2 (stage 2) and InstructBLIP are this composition with other
+parts and recipes. The prompt holds one ``<image>`` token per visual token (the collator
+expands the placeholder); ``merge_visual_tokens`` scatters the bridge's output there
+after checking the counts agree, as transformers' ``modeling_llava`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from mmzoo.components.encoders.base import VisionEncoder
+from mmzoo.objectives.lm import lm_loss
+
+
+class VLMOutput(NamedTuple):
+    logits: torch.Tensor  # (B, L, V) for causal LLMs; (B, L_target, V) for encoder-decoders
+    loss: torch.Tensor | None  # () mean cross-entropy over supervised tokens
+
+
+def merge_visual_tokens(
+    text_embeds: torch.Tensor, input_ids: torch.Tensor, visual: torch.Tensor, image_token_id: int
+) -> torch.Tensor:
+    """Put ``visual`` (B, M, D) where ``input_ids`` (B, L) holds the image token; M per row.
+
+    A prompt with no (or a different number of) image positions is an error rather than a
+    silent misalignment of image and text.
+    """
+    positions = input_ids == image_token_id  # (B, L)
+    counts = positions.sum(dim=1)
+    expected = visual.shape[1]
+    if not bool((counts == expected).all()):
+        raise ValueError(
+            f"each prompt needs exactly {expected} image tokens (one <image> placeholder, expanded by the "
+            f"collator), found {counts.tolist()}"
+        )
+    merged = text_embeds.clone()
+    merged[positions] = visual.reshape(-1, visual.shape[-1]).to(merged.dtype)
+    return merged
+
+
+class VisionLanguageModel(nn.Module):
+    """``forward(pixel_values, input_ids, attention_mask, labels) -> VLMOutput``; ``generate``."""
+
+    def __init__(
+        self,
+        encoder: VisionEncoder,
+        bridge: Callable[..., nn.Module],
+        llm: nn.Module,
+        image_token_id: int,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.bridge = bridge(in_dim=encoder.dim, out_dim=llm.dim)
+        self.llm = llm
+        self.image_token_id = image_token_id
+
+    @property
+    def num_image_tokens(self) -> int:
+        return int(self.bridge.num_output_tokens(self.encoder.num_tokens))
+
+    def visual_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(pixel_values)  # (B, N, D_v)
+        return self.bridge(tokens)  # (B, M, D_llm)
+
+    def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """LLM input embeddings (B, L, D) with the visual tokens in place."""
+        ids = input_ids.masked_fill(input_ids == self.image_token_id, 0)  # placeholder rows are replaced
+        text = self.llm.embed(ids)  # (B, L, D)
+        return merge_visual_tokens(text, input_ids, self.visual_embeds(pixel_values), self.image_token_id)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> VLMOutput:
+        embeds = self.embed(pixel_values, input_ids)
+        if getattr(self.llm, "is_encoder_decoder", False):
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+            return VLMOutput(out.logits, out.loss)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask).logits  # (B, L, V)
+        return VLMOutput(logits, lm_loss(logits, labels) if labels is not None else None)
+
+    @torch.no_grad()
+    def generate(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        """New token ids (B, T) continuing left-padded prompts that hold the image tokens."""
+        embeds = self.embed(pixel_values, input_ids)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)

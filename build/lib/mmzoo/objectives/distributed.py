@@ -1,0 +1,41 @@
+"""Gathering features across ranks with gradients, for contrastive losses.
+
+With ``torch.distributed`` uninitialised (one process) these are no-ops, so the same
+loss code runs on a laptop and under Lightning's DDP/FSDP strategies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size), (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from every rank into (world * B, ...); gradients flow back."""
+    _, world_size = world()
+    if world_size == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def gather_objects(items: list) -> list:
+    """Concatenate a per-rank list (embeddings, strings, records) across ranks, for evaluation.
+
+    Test shards give ranks unequal sample counts, which tensor all-gather cannot take; the
+    evaluation sets are small, so pickling them through ``all_gather_object`` is fine.
+    """
+    _, world_size = world()
+    if world_size == 1:
+        return items
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, items)
+    return [x for part in gathered for x in part]

@@ -1,0 +1,264 @@
+"""``python -m mmzoo.run``: compose a config, train, evaluate, write the run directory.
+
+Every zoo model goes through the same steps:
+
+1. the zoo's lineage (``zoo:`` references to parts the zoo trains for itself) is made, or
+   found in the cache, before anything is built;
+2. model, data, callbacks and trainer are instantiated from the config; the model's
+   LightningModule hands its image transform and collators to the data module;
+3. ``fit`` (resuming from the run directory's last checkpoint when there is one), then
+   ``test`` through the model's configured evaluators;
+4. the run directory receives ``config.yaml``, ``model.safetensors``, ``metrics.json``
+   (one schema for every model), ``examples.jsonl`` and the logs.
+
+``train_and_evaluate`` is plain Python (tests and the zoo call it with a composed
+config); ``main`` is the Hydra entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from mmzoo import rundir, zoo
+from mmzoo.presets import SEARCH_PATH
+from mmzoo.report import print_metrics
+
+log = logging.getLogger("mmzoo.run")
+# frozen parts are kept in eval mode on purpose (see ZooModule.train)
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*`flops_per_batch` attribute.*")
+warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")  # on purpose: base.py
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")  # inside Lightning
+
+METRICS_SCHEMA = 2
+STAGES = ("fit", "test")
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Cheap checks and deprecated spellings, before anything heavy happens."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage={cfg.stage!r}: valid stages are 'fit' (train, then evaluate) and 'test'")
+    if cfg.get("init_from"):
+        if cfg.get("pretrained"):
+            raise ValueError("give `pretrained` only (`init_from` is its deprecated spelling)")
+        log.warning("`init_from` is deprecated: use `pretrained=%s` (same meaning)", cfg.init_from)
+        cfg = cfg.copy()
+        OmegaConf.set_struct(cfg, False)
+        cfg.pretrained, cfg.init_from = cfg.init_from, None
+    return cfg
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    """The config-group choices of this run (``model: llava``, ``bridge: mlp2``...)."""
+    if cfg.get("choices"):
+        return {str(k): str(v) for k, v in cfg.choices.items() if v is not None}
+    if HydraConfig.initialized():
+        return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    return {}
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    """The ``callbacks`` group's entries; checkpoints go to the run directory."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        callback = instantiate(node, _convert_="all")
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = str(run_dir / "checkpoints")
+        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True):
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def build(cfg: DictConfig, run_dir: Path) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """Model, data and trainer from a config whose lineage is resolved (``zoo.resolve_config``,
+    ``rundir.resolve_parts``): parts reused from other runs load here."""
+    module = instantiate(cfg.model, _convert_="all")
+    datamodule = instantiate(cfg.data, _convert_="partial")
+    datamodule.attach(module.image_transform(), module.image_transform(), module.collator(train=True),
+                      module.collator(train=False))
+    no_validation = {} if cfg.data.get("val") else {"limit_val_batches": 0}
+    trainer = instantiate(
+        cfg.trainer,
+        **no_validation,
+        default_root_dir=str(run_dir),
+        callbacks=build_callbacks(cfg, run_dir),
+        logger=CSVLogger(str(run_dir), name="logs", version=""),
+    )
+    return module, datamodule, trainer
+
+
+def load_pretrained(module: L.LightningModule, source: str) -> int:
+    """Start from another run's weights (stage 2 from stage 1); parts it lacks stay as built.
+
+    Returns the number of tensors loaded; none fitting is an error, since a typo'd path or
+    another architecture would otherwise train from scratch without a word.
+    """
+    state = rundir.read_weights(source)
+    own = module.model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"pretrained={source}: tensors of another shape: {mismatched[:5]}")
+    missing, unexpected = module.model.load_state_dict(state, strict=False)
+    loaded = len(state) - len(unexpected)
+    if loaded == 0:
+        raise ValueError(f"pretrained={source}: none of its weights fit this model")
+    log.info("initialised %d tensors from %s (%d of this model's are not in it)", loaded, source, len(missing))
+    return loaded
+
+
+def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Fit (resuming if the run directory holds a checkpoint), test, and write the run directory."""
+    cfg = check_config(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    picked = choices(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+    cfg = zoo.resolve_config(cfg, make=True)  # the zoo's own parts, made once, before building
+    build_cfg, saved_cfg = rundir.resolve_parts(cfg)
+    module, datamodule, trainer = build(build_cfg, run_dir)
+    if cfg.get("pretrained"):
+        load_pretrained(module, str(cfg.pretrained))
+    saved_cfg = OmegaConf.create(OmegaConf.to_container(saved_cfg, resolve=True))
+    saved_cfg.choices = picked
+    saved_cfg.lineage = {**saved_cfg.lineage, **module.lineage}
+    if cfg.get("pretrained"):
+        saved_cfg.lineage["pretrained"] = str(cfg.pretrained)
+    saved_cfg.model.pretrained_parts = {}  # those weights are now this run's own
+    saved_cfg.pretrained = None
+    rundir.save_tokenizers(module.model, saved_cfg, run_dir)
+    if trainer.is_global_zero:
+        (run_dir / rundir.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg))
+    counts = module.parameter_counts()
+    log.info("run directory: %s", run_dir)
+    log.info("parameters: %s trainable / %s total", f"{counts['trainable']:,}", f"{counts['total']:,}")
+
+    train_seconds, train_samples = 0.0, 0
+    if cfg.stage == "fit":
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path="last", weights_only=True)
+        train_seconds = time.perf_counter() - started
+        train_samples = int(trainer.global_step) * int(datamodule.batch_size) * trainer.world_size
+        state = trainer.strategy.lightning_module_state_dict()  # a collective under FSDP: every rank
+        if trainer.is_global_zero:
+            rundir.save_weights({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, run_dir)
+    started = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    eval_seconds = time.perf_counter() - started
+
+    metrics = {
+        "schema": METRICS_SCHEMA,
+        "status": "ok",
+        "error": None,
+        "model": picked.get("model"),
+        "parts": {p: picked.get(p) for p in rundir.PARTS if p in cfg},
+        "overrides": overrides(),
+        "seed": int(cfg.seed),
+        "metrics": module.results,
+        "params": counts,
+        "train": {
+            "steps": int(trainer.global_step),
+            "seconds": round(train_seconds, 1),
+            "samples_per_second": round(train_samples / train_seconds, 1) if train_seconds else None,
+            "loss_first": module.train_losses[0] if module.train_losses else None,
+            "loss_last": _tail_mean(module.train_losses),
+        },
+        "eval": {"seconds": round(eval_seconds, 1)},
+        "memory": peak_memory(),
+        "data": {
+            "train_samples": datamodule.num_train_samples,
+            "skipped_samples": datamodule.errors.total,
+            "skipped_by_reason": datamodule.errors.counts,
+            **module.counters,
+        },
+        "lineage": OmegaConf.to_container(saved_cfg.lineage),
+    }
+    if not trainer.is_global_zero:  # every rank holds the gathered results; one writes them
+        return metrics
+    rundir.write_metrics(run_dir, metrics)
+    write_examples(module.examples[: cfg.num_examples], run_dir)
+    if datamodule.errors.total:
+        log.warning("skipped %d bad samples: %s", datamodule.errors.total, datamodule.errors.report())
+    print_metrics(metrics, run_dir)
+    return metrics
+
+
+def write_examples(examples: list[dict[str, Any]], run_dir: Path) -> None:
+    """Per-sample outputs (generations, answers) beside the metrics."""
+    if not examples:
+        return
+    with open(run_dir / "examples.jsonl", "w") as f:
+        for example in examples:
+            f.write(json.dumps(example) + "\n")
+
+
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process (and the GPU's peak allocation), in MiB."""
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"cpu_rss_mb": round(rss_kb / 1024, 1), "gpu_max_allocated_mb": gpu}
+
+
+def overrides() -> list[str]:
+    """The command-line overrides of this run (empty outside a Hydra app)."""
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _tail_mean(values: list[float], n: int = 20) -> float | None:
+    return sum(values[-n:]) / len(values[-n:]) if values else None
+
+
+def _write_failure(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
+    """A failed run still leaves a metrics.json, so a sweep's leaderboard lists it with the reason."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    picked = choices(cfg)
+    rundir.write_metrics(run_dir, {
+        "schema": METRICS_SCHEMA, "status": "failed", "error": f"{type(error).__name__}: {error}",
+        "model": picked.get("model"), "parts": {p: picked.get(p) for p in rundir.PARTS if p in cfg},
+        "overrides": overrides(), "seed": int(cfg.get("seed", 0)), "metrics": {},
+    })
+
+
+@hydra.main(version_base="1.3", config_path=SEARCH_PATH, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(cfg.resume) if cfg.get("resume") else Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        metrics = train_and_evaluate(cfg, run_dir)
+    except Exception as error:
+        _write_failure(run_dir, cfg, error)
+        if not multirun:
+            raise
+        # one failed job of a sweep must not cost the others: record it and go on
+        log.exception("this job failed; the sweep goes on (its metrics.json says why)")
+        print(f"mmzoo: job failed: {error}", file=sys.stderr)
+        return None
+    # the returned value is what Hydra sweepers (e.g. Optuna) optimise
+    first = next(iter(metrics["metrics"].values()), None)
+    return float(first) if first is not None else None
+
+
+if __name__ == "__main__":
+    main()

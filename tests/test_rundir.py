@@ -1,0 +1,41 @@
+"""Run directories: parts reused by name across runs, tokenizers travel with the run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from mmzoo.api import build, compose_config, from_pretrained
+from mmzoo.rundir import read_config, read_weights, resolve_parts
+
+
+@pytest.mark.slow
+def test_encoder_from_run_reuses_the_trained_tower(clip_run):
+    module = build("llava", [f"encoder.from_run={clip_run}", "llm=tiny_llama"])
+    trained = read_weights(clip_run, "encoder.")
+    for key, value in module.model.encoder.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    # the runtime keys LLaVA sets beside from_run still apply to the reused tower
+    assert module.model.encoder.layer == -2 and module.model.encoder.tokens == "patch"
+
+
+@pytest.mark.slow
+def test_saved_config_is_self_contained_and_runs_can_move(clip_run, tmp_path):
+    cfg = compose_config(["model=llava", f"encoder.from_run={clip_run}", "llm=tiny_llama"])
+    _, saved = resolve_parts(cfg)
+    assert "from_run" not in saved.encoder and saved.lineage.encoder == str(clip_run)
+    assert saved.encoder.tokens == "patch"
+
+    moved = tmp_path / "moved"
+    shutil.copytree(clip_run, moved)
+    assert read_config(moved).text.tokenizer.pretrained_model_name_or_path == str((moved / "tokenizers/text").resolve())
+    a, b = from_pretrained(clip_run), from_pretrained(moved)
+    px = torch.randn(2, 3, 32, 32)
+    assert torch.equal(a.model.encode_image(px), b.model.encode_image(px))
+
+
+def test_missing_run_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        build("llava", [f"encoder.from_run={tmp_path}", "llm=tiny_llama"])
