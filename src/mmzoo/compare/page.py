@@ -48,6 +48,7 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 td.metric{font-variant-numeric:tabular-nums}td.blind{color:#777;font-variant-numeric:tabular-nums}
 td.cost{color:#333;background:#fafafa}td.provenance{color:#555;font-size:12px}
 td.flag{background:#fde2e1}td.best{background:#e3f4e1}
+.example{display:flex;gap:14px;align-items:flex-start}
 .examples td{white-space:normal;max-width:360px}
 img.thumb{width:96px;image-rendering:pixelated;border:1px solid #ccc}
 img.plot{max-width:100%;border:1px solid #eee}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmzoo.compare.records import BLIND_SUFFIXES
-from mmzoo.compare.table import Group, Row, ablation_rows
+from mmzoo.compare.table import Group, Row, ablation_rows, natural_key
 
 
 def _pyplot():
@@ -64,7 +64,8 @@ def leaderboard_plot(groups: Sequence[Group], path: Path) -> Path:
 
 
 def ablation_plot(group: Group, path: Path) -> Path:
-    """The main metric against the first swept key, one line per value of the other swept keys."""
+    """The main metric against the first swept key, one series per value of the other swept keys
+    (joined by lines only when the swept values are numbers)."""
     plt = _pyplot()
     keys, metric = group.swept, group.metric
     x_key, series_keys = keys[0], keys[1:]
@@ -77,11 +78,12 @@ def ablation_plot(group: Group, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     offset = 0.08 * (len(series) > 1)
     blind_shown = False
+    ordered = all(natural_key(v)[0] == 0 for v in x_values)  # lines only between numeric values
     for i, (name, members) in enumerate(series.items()):
         xs = [x_values.index(r.setting(x_key)) + offset * (i - (len(series) - 1) / 2) for r in members]
         summaries = [r.summary(metric) for r in members]
         ax.errorbar(xs, [s.mean for s in summaries], yerr=[s.std or 0.0 for s in summaries], marker="o",
-                    capsize=4, label=name)
+                    capsize=4, label=name, linestyle="-" if ordered else "none")
         for x, s in zip(xs, summaries, strict=True):
             ax.annotate(f"n={s.n}", (x, s.mean), textcoords="offset points", xytext=(6, -10), fontsize="x-small")
         blinds = [(x, b) for x, r in zip(xs, members, strict=True) if (b := _blind(r, metric)) is not None]

@@ -57,7 +57,8 @@ def ablation_table(group: Group) -> tuple[list[str], list[list[str]]]:
 
 
 def has_ablation(group: Group) -> bool:
-    return len(group.rows) > 1 and bool(group.swept)
+    """A group is an ablation when its configurations differ in more than the model (a sweep)."""
+    return len(group.rows) > 1 and bool(group.swept) and group.swept != ["model"]
 
 
 def to_markdown(collection: Collection, groups: Sequence[Group], root: str | Path = "") -> str:
