@@ -340,3 +340,17 @@ def test_page_renders_and_sorts_in_headless_chromium(runs, tmp_path):
     numbers = [float(v.split(" ")[0]) for v in values if v]
     assert numbers == sorted(numbers) == [0.35, 1.1, 1.5333, 1.55] and values[-1] == ""  # blanks last
     assert ascending.sorted["group-0"] == f"{cider_col}:ascending"
+
+
+def test_a_rerun_of_the_same_seed_replaces_the_older_run(tmp_path):
+    import os
+
+    old = write_run(tmp_path / "2024/0", "llava", 0, cider(1.0))
+    write_run(tmp_path / "2025/0", "llava", 0, cider(1.4))
+    write_run(tmp_path / "2025/1", "llava", 1, cider(1.6))
+    os.utime(old / "metrics.json", (1_000_000, 1_000_000))
+    collection = collect(tmp_path)
+    assert sorted(r.name for r in collection.runs) == ["2025/0", "2025/1"]
+    assert [(s.name, "repeats seed 0 of 2025/0" in s.reason) for s in collection.skipped] == [("2024/0", True)]
+    (row,) = build_groups(collection.runs)[0].rows
+    assert row.n == 2 and row.summary("caption/cider").mean == pytest.approx(1.5)

@@ -204,6 +204,24 @@ class Collection:
     skipped: list[Skipped]
 
 
+def _newest_per_seed(runs: list[Run]) -> tuple[list[Run], list[Skipped]]:
+    """Keep one run per (evaluation data, configuration, seed): the newest.
+
+    Re-running a seed repeats the same computation; counting both would shrink the spread
+    that the seeds are there to measure.
+    """
+    newest: dict[tuple, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.path / METRICS_FILE).stat().st_mtime, reverse=True):
+        newest.setdefault((run.eval_data, run.configuration, run.seed), run)
+    kept = [r for r in runs if newest[(r.eval_data, r.configuration, r.seed)] is r]
+    superseded = [
+        Skipped(r.path, f"repeats seed {r.seed} of {newest[(r.eval_data, r.configuration, r.seed)].name} "
+                        "(same configuration and evaluation data), which is newer: only the newest counts", r.name)
+        for r in runs if newest[(r.eval_data, r.configuration, r.seed)] is not r
+    ]
+    return kept, superseded
+
+
 def collect(root: str | Path) -> Collection:
     """Read every run directory under ``root`` (recursively; Hydra multirun folders included)."""
     root = Path(root)
@@ -218,4 +236,5 @@ def collect(root: str | Path) -> Collection:
             failed.append(item)
         else:
             runs.append(item)
-    return Collection(runs, failed, skipped)
+    runs, superseded = _newest_per_seed(runs)
+    return Collection(runs, failed, skipped + superseded)
