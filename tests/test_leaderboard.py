@@ -354,3 +354,18 @@ def test_a_rerun_of_the_same_seed_replaces_the_older_run(tmp_path):
     assert [(s.name, "repeats seed 0 of 2025/0" in s.reason) for s in collection.skipped] == [("2024/0", True)]
     (row,) = build_groups(collection.runs)[0].rows
     assert row.n == 2 and row.summary("caption/cider").mean == pytest.approx(1.5)
+
+
+def test_garbled_optional_fields_leave_blanks_not_a_crash(tmp_path, capsys):
+    write_run(tmp_path / "odd", "llava", 0, cider(1.0), provenance="garbage", lineage=[1], params="many",
+              train={"seconds": "fast"}, memory=None)
+    bad = write_run(tmp_path / "bad_seed", "llava", 1, cider(1.0))
+    record = json.loads((bad / "metrics.json").read_text())
+    (bad / "metrics.json").write_text(json.dumps({**record, "seed": "one"}))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    collection = collect(tmp_path)
+    assert [s.reason for s in collection.skipped] == ["seed 'one' is not an integer"]
+    (group,) = build_groups(collection.runs)
+    assert group.eval_data is None  # no provenance: its evaluation data is unknown, so not ranked
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| llava | (defaults) | n=1 | 1.0000 |" in md and "? / ?" in md

@@ -81,7 +81,17 @@ class Run:
 
     @property
     def provenance(self) -> dict[str, Any]:
-        return self.record.get("provenance") or {}
+        """The ``provenance`` block with its sub-blocks as dicts (absent or garbled: empty)."""
+        block = self.record.get("provenance")
+        if not isinstance(block, dict):
+            return {}
+        return {k: v if k not in ("git", "eval_data", "train_data", "versions") or isinstance(v, dict) else {}
+                for k, v in block.items()}
+
+    @property
+    def lineage(self) -> dict[str, str]:
+        lineage = self.record.get("lineage")
+        return {str(k): str(v) for k, v in lineage.items()} if isinstance(lineage, dict) else {}
 
     @property
     def configuration(self) -> str:
@@ -103,7 +113,7 @@ class Run:
         content = (self.provenance.get("eval_data") or {}).get("content_hash")
         if not content:
             return None
-        samples = (self.record.get("eval") or {}).get("samples")
+        samples = self.get("eval.samples")
         return str(content), None if samples is None else int(samples)
 
     def get(self, dotted: str) -> Any:
@@ -142,6 +152,14 @@ def schema_problem(record: Any) -> str | None:
         return f"status {record.get('status')!r} is neither 'ok' nor 'failed'"
     if not isinstance(record.get("model"), str):
         return "no model name"
+    overrides = record.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return "overrides is not a list of strings"
+    if record.get("seed") is not None and not isinstance(record["seed"], int):
+        return f"seed {record['seed']!r} is not an integer"
+    samples = (record.get("eval") or {}).get("samples") if isinstance(record.get("eval"), dict) else None
+    if samples is not None and not isinstance(samples, int):
+        return f"eval.samples {samples!r} is not an integer"
     if record["status"] == "failed":
         return None
     metrics = record.get("metrics")
@@ -150,8 +168,6 @@ def schema_problem(record: Any) -> str | None:
     bad = [k for k, v in metrics.items() if not _is_number(v)]
     if bad:
         return f"metric {bad[0]!r} is {metrics[bad[0]]!r}, not a number"
-    if not isinstance(record.get("overrides", []), list):
-        return "overrides is not a list"
     return None
 
 

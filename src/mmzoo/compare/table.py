@@ -83,8 +83,10 @@ class Row:
         summary = self.summary(metric)
         return None if summary is None else summary.mean
 
-    def field_values(self, dotted: str) -> list[Any]:
-        return [v for v in (r.get(dotted) for r in self.runs) if v is not None]
+    def field_values(self, dotted: str) -> list[float]:
+        """The numeric values of a record field over the seeds (missing or garbled ones left out)."""
+        values = (r.get(dotted) for r in self.runs)
+        return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
     def setting(self, key: str) -> str:
         if key == "model":
@@ -106,8 +108,8 @@ class Group:
         if self.eval_data is None:
             return "evaluation data not recorded: listed, not ranked"
         content, samples = self.eval_data
-        split = self.rows[0].first.provenance.get("eval_data") or {}
-        shards = len(split.get("shards") or [])
+        shards = self.rows[0].first.provenance.get("eval_data", {}).get("shards")
+        shards = len(shards) if isinstance(shards, list) else "?"
         evaluated = "? samples" if samples is None else f"{samples:,} samples"
         return f"evaluation data {content[:12]} ({evaluated} evaluated, {shards} shard(s))"
 
@@ -248,7 +250,7 @@ def _memory(row: Row) -> tuple[float | None, str]:
 
 
 def _lineage(row: Row) -> str:
-    lineage = row.first.record.get("lineage") or {}
+    lineage = row.first.lineage
     return ", ".join(f"{part}←{'/'.join(Path(str(d)).parts[-2:])}" for part, d in lineage.items())
 
 
