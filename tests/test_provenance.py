@@ -103,6 +103,7 @@ def test_data_identity_hashes_ten_megabytes_quickly(tmp_path):
     assert time.perf_counter() - started < 2.0  # ~30 ms unloaded; generous for a shared CPU
 
 
+@pytest.mark.slow  # imports lightning and transformers
 def test_library_versions_are_the_imported_ones():
     import lightning
     import transformers
