@@ -1,148 +1,106 @@
-"""``python -m mmzoo.leaderboard RUNS_DIR``: every run's ``metrics.json`` in one table.
+"""``python -m mmzoo.leaderboard RUNS_DIR [--out DIR]``: a leaderboard that says what is comparable.
 
-Writes ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.html`` and
-``leaderboard.png`` (one bar chart per metric family, plus training-loss curves read
-from each run's Lightning CSV log) into the output folder, and prints the markdown.
-All runs share one metrics schema, so models of different families sit side by side;
-a metric a model does not report is left blank.
+Collects every ``metrics.json`` under ``RUNS_DIR`` (recursively, Hydra multirun folders
+included) and writes ``leaderboard.md``, ``.csv``, ``.html`` (self-contained, sortable,
+with model outputs side by side) and ``.png`` into ``--out`` (default ``RUNS_DIR``),
+plus ``ablation.png`` / ``ablation_<i>.png`` where configurations differ in their
+overrides (a sweep), and prints the markdown. How rows are grouped, folded over seeds,
+ranked and checked is explained in ``mmzoo.compare.table`` and
+``mmzoo.compare.significance``; the rules are restated at the top of every output.
+
+``metrics.json``, schema 2 (what a run writes; ``compare.records.schema_problem`` checks it)::
+
+    {"schema": 2,
+     "status": "ok" | "failed",          # a failed run is listed with its error, never ranked
+     "error": null | "<one-line reason>",  # e.g. "ValueError: bridge out_dim 64 != llm dim 128"
+     "model": "llava",                    # the config-group choice
+     "parts": {"encoder": "zoo_clip", "bridge": "mlp2", "llm": "zoo_lm"},
+     "overrides": ["model=llava", "bridge=mlp2", "seed=1"],  # Hydra's task overrides
+     "seed": 1,
+     "metrics": {"caption/cider": 2.1, "caption/cider@blank": 0.3, "caption/cider@shuffled": 0.4,
+                 "vqa/accuracy": 0.9, "retrieval/t2i_r1": 0.6, "retrieval/chance_r1": 0.01},
+     "params": {"trainable": int, "total": int},
+     "train": {"steps": int, "seconds": float, "samples_per_second": float,
+               "loss_first": float, "loss_last": float},
+     "eval": {"seconds": float, "samples": int},   # samples evaluated (limit_test_batches counts)
+     "memory": {"cpu_rss_mb": float, "gpu_max_allocated_mb": float | null},
+     "data": {"train_samples": int, "skipped_samples": int, "skipped_by_reason": {...}},
+     "lineage": {"encoder": "<run dir>", "bridge.qformer": "<run dir>"},
+     "provenance": {"git": {"commit": str | null, "dirty": bool | null},
+                    "config_hash": str, "config_hash_without_seed": str,
+                    "versions": {...}, "device": str,
+                    "train_data": {"shards": [...], "samples": int | null, "content_hash": null},
+                    "eval_data": {"shards": [...], "samples": int | null, "content_hash": str}}}
+
+``mmzoo.provenance.provenance(config, train_urls, eval_urls)`` fills ``provenance``
+and ``mmzoo.provenance.peak_memory()`` fills ``memory``. Added beyond the first draft:
+``provenance.config_hash_without_seed`` (how seeds of one configuration are recognised)
+and ``eval.samples`` (part of the evaluation-data identity: two runs that evaluated 512
+and 1000 samples of the same split are not ranked together). Metric keys ending in
+``@blank`` / ``@shuffled`` are the blind baselines of the metric before the ``@``; keys
+whose name contains ``chance`` are chance levels (shown, never ranked). A failed run
+needs only ``schema``, ``status``, ``error``, ``model`` (and, usefully, ``overrides``).
+Files without ``"schema"`` are schema 1 (no provenance): listed as skipped.
+
+Besides ``metrics.json`` the page reads ``examples.jsonl`` and ``examples/<key>.png``
+from a run directory (see ``mmzoo.compare.page``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import html
-import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from mmzoo.compare.page import to_html
+from mmzoo.compare.plots import ablation_plot, leaderboard_plot
+from mmzoo.compare.records import Collection, collect
+from mmzoo.compare.render import EMPTY, has_ablation, to_markdown, write_csv
+from mmzoo.compare.table import Group, build_groups
+
+__all__ = ["build_groups", "collect", "main", "to_markdown", "write"]
 
 
-def collect(root: str | Path) -> list[dict[str, Any]]:
-    """One row per run directory under ``root`` (searched recursively), newest last."""
-    rows = []
-    for path in sorted(Path(root).rglob("metrics.json")):
-        data = json.loads(path.read_text())
-        parts = data.get("parts", {})
-        rows.append(
-            {
-                "run": str(path.parent),
-                "model": data.get("model"),
-                "parts": ", ".join(f"{k}={v}" for k, v in parts.items() if v),
-                "trainable": data.get("params", {}).get("trainable"),
-                "total": data.get("params", {}).get("total"),
-                "steps": data.get("train", {}).get("steps"),
-                "seconds": data.get("train", {}).get("seconds"),
-                **{k: v for k, v in data.get("metrics", {}).items()},
-            }
-        )
-    return rows
+def ablation_name(index: int) -> str:
+    return "ablation.png" if index == 0 else f"ablation_{index + 1}.png"
 
 
-def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    fixed = ["model", "parts", "trainable", "total", "steps", "seconds"]
-    metrics = sorted({k for r in rows for k in r} - set(fixed) - {"run"})
-    return [*fixed, *metrics, "run"]
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    cols = columns(rows)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_html(rows: Sequence[dict[str, Any]]) -> str:
-    cols = columns(rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
-    )
-    style = "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
-    return f"<html><head><style>{style}</style></head><body><table><tr>{head}</tr>{body}</table></body></html>\n"
-
-
-def loss_curve(run_dir: str | Path) -> tuple[list[int], list[float]]:
-    """(steps, train/loss) from the run's Lightning CSV log, empty when absent."""
-    path = Path(run_dir) / "logs" / "metrics.csv"
-    steps, losses = [], []
-    if path.is_file():
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    steps.append(int(row["step"]))
-                    losses.append(float(row["train/loss"]))
-    return steps, losses
-
-
-def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric_cols = [c for c in columns(rows) if "/" in c and not c.endswith("chance") and "chance" not in c]
-    families = sorted({c.split("/")[0] for c in metric_cols})
-    fig, axes = plt.subplots(1, len(families) + 1, figsize=(5 * (len(families) + 1), 4), squeeze=False)
-    labels = [f"{i}: {r['model']} ({r['parts']})" for i, r in enumerate(rows)]
-    for ax, family in zip(axes[0], families, strict=False):
-        cols = [c for c in metric_cols if c.startswith(family + "/")]
-        width = 0.8 / max(len(rows), 1)
-        for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
-            values = [row.get(c) or 0.0 for c in cols]
-            ax.bar([x + i * width for x in range(len(cols))], values, width, label=label)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cols))], [c.split("/", 1)[1] for c in cols], rotation=45)
-        ax.set_title(family)
-    ax = axes[0][-1]
-    for row, label in zip(rows, labels, strict=True):
-        steps, losses = loss_curve(row["run"])
-        if steps:
-            ax.plot(steps, losses, label=label)
-    ax.set_title("train loss")
-    ax.set_xlabel("step")
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def write(rows: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Path]:
+def write(collection: Collection, groups: list[Group], out: str | Path, k: int = 6) -> dict[str, Path]:
+    """Write the markdown, CSV, plots and HTML page into ``out``; returns their paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "html": out / "leaderboard.html"}
-    paths["md"].write_text(to_markdown(rows))
-    paths["html"].write_text(to_html(rows))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(rows))
-        writer.writeheader()
-        writer.writerows(rows)
-    paths["png"] = plot(rows, out / "leaderboard.png")
+    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
+    paths["md"].write_text(to_markdown(collection, groups))
+    write_csv(groups, paths["csv"])
+    leaderboard_plot(groups, paths["png"])
+    images = {"leaderboard": paths["png"]}
+    sweeps = [(i, g) for i, g in enumerate(groups) if has_ablation(g) and g.metric]
+    for n, (i, group) in enumerate(sweeps):
+        images[f"ablation-{i}"] = paths[f"ablation-{i}"] = ablation_plot(group, out / ablation_name(n))
+    paths["html"] = out / "leaderboard.html"
+    paths["html"].write_text(to_html(collection, groups, images, k))
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmzoo.leaderboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="?", default="runs", help="folder searched for run directories")
     parser.add_argument("--out", default=None, help="output folder (default: RUNS)")
+    parser.add_argument("--metric", default=None, help="metric to rank by (default: the most common preferred one)")
+    parser.add_argument("--examples", type=int, default=6, help="test images shown side by side")
     args = parser.parse_args(argv)
-    rows = collect(args.runs)
-    if not rows:
-        raise SystemExit(f"no runs with metrics.json under {args.runs!r}: train some with `python -m mmzoo.run`")
-    paths = write(rows, args.out or args.runs)
-    print(to_markdown(rows))
+    if not Path(args.runs).is_dir():
+        print(EMPTY.format(root=f"{args.runs!r} (no such folder)"))
+        return 1
+    collection = collect(args.runs)
+    if not (collection.runs or collection.failed or collection.skipped):
+        print(EMPTY.format(root=repr(args.runs)))
+        return 1
+    groups = build_groups(collection.runs, args.metric)
+    paths = write(collection, groups, args.out or args.runs, args.examples)
+    print(to_markdown(collection, groups, args.runs))
     print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Provenance: each field names what it claims (code, config, data, libraries, device, memory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from mmzoo.provenance import (
+    config_hash,
+    data_identity,
+    device_description,
+    git_state,
+    library_versions,
+    peak_memory,
+    provenance,
+)
+
+
+def _git(repo: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git binary")
+def test_git_state_names_the_commit_and_sees_edits_and_new_files(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    _git(repo, "add", "a.py")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert git_state(repo) == {"commit": head, "dirty": False}
+    assert git_state(repo / "a.py") == {"commit": head, "dirty": False}  # a file inside the tree
+
+    (repo / "a.py").write_text("x = 2\n")
+    assert git_state(repo) == {"commit": head, "dirty": True}
+    _git(repo, "checkout", "a.py")
+    (repo / "b.py").write_text("y = 1\n")  # untracked, not ignored: code that may run
+    assert git_state(repo)["dirty"] is True
+    (repo / ".gitignore").write_text("b.py\n.gitignore\n")
+    assert git_state(repo)["dirty"] is False
+
+
+def test_git_state_outside_a_repository_is_null(tmp_path):
+    assert git_state(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_config_hash_ignores_key_order_and_volatile_keys_but_not_values():
+    a = {"model": {"lr": 0.001, "depth": 2}, "seed": 1, "resume": "/runs/a", "trainer": {"max_steps": 10}}
+    b = {"trainer": {"max_steps": 10}, "resume": "/elsewhere", "seed": 1, "model": {"depth": 2, "lr": 0.001}}
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) == config_hash(OmegaConf.create(b))  # DictConfig or dict alike
+    assert len(config_hash(a)) == 64
+    assert config_hash(a) != config_hash({**a, "model": {"lr": 0.002, "depth": 2}})
+    assert config_hash(a) != config_hash({**a, "trainer": {"max_steps": "10"}})  # types count
+    assert config_hash(a) != config_hash({**a, "seed": 2})
+    assert config_hash(a, exclude=["seed"]) == config_hash({**a, "seed": 2}, exclude=["seed"])
+
+
+def test_config_hash_resolves_interpolations():
+    cfg = OmegaConf.create({"width": 8, "model": {"dim": "${width}"}})
+    assert config_hash(cfg) == config_hash({"width": 8, "model": {"dim": 8}})
+
+
+def test_data_identity_counts_samples_and_hashes_content(tmp_path, shapes_writer):
+    test_a = shapes_writer(tmp_path / "a", 20, 10, split="test")
+    test_b = shapes_writer(tmp_path / "b", 20, 10, split="train")  # other scenes, same names
+    ident = data_identity(str(test_a), content_hash=True)
+    assert ident["shards"] == ["000000.tar", "000001.tar"]
+    assert ident["samples"] == 20
+    assert len(ident["content_hash"]) == 64
+    other = data_identity(str(test_b), content_hash=True)
+    assert other["shards"] == ident["shards"] and other["content_hash"] != ident["content_hash"]
+
+    copy = shutil.copytree(test_a, tmp_path / "copy")  # same bytes elsewhere: same data
+    assert data_identity(str(copy), content_hash=True)["content_hash"] == ident["content_hash"]
+    reordered = [str(copy / "000001.tar"), str(copy / "000000.tar")]
+    assert data_identity(reordered, content_hash=True)["content_hash"] == ident["content_hash"]
+    assert data_identity(str(test_a))["content_hash"] is None  # training data: named, not hashed
+
+
+def test_data_identity_without_manifest_has_unknown_count_and_remote_no_hash(tmp_path):
+    (tmp_path / "x.tar").write_bytes(b"not really a tar")
+    ident = data_identity([str(tmp_path / "x.tar")], content_hash=True)
+    assert ident["samples"] is None and ident["content_hash"] is not None
+    remote = data_identity(["https://host/data/000000.tar"], content_hash=True)
+    assert remote == {"shards": ["https://host/data/000000.tar"], "samples": None, "content_hash": None}
+
+
+def test_data_identity_hashes_ten_megabytes_quickly(tmp_path):
+    for i in range(5):
+        (tmp_path / f"{i:06d}.tar").write_bytes(os.urandom(2 << 20))
+    started = time.perf_counter()
+    data_identity(str(tmp_path), content_hash=True)
+    assert time.perf_counter() - started < 2.0  # ~30 ms unloaded; generous for a shared CPU
+
+
+@pytest.mark.slow  # imports lightning and transformers
+def test_library_versions_are_the_imported_ones():
+    import lightning
+    import transformers
+
+    import mmzoo
+
+    versions = library_versions()
+    assert torch.__version__.startswith(versions["torch"])  # "2.x.y" vs "2.x.y+cpu"
+    assert versions["lightning"] == lightning.__version__
+    assert versions["transformers"] == transformers.__version__
+    assert versions["mmzoo"] == mmzoo.__version__
+    assert versions["python"] == ".".join(map(str, os.sys.version_info[:3]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="describes the CPU only without a GPU")
+def test_device_description_names_cpu_and_usable_cores():
+    text = device_description()
+    assert text.endswith(f", {len(os.sched_getaffinity(0))} cores")
+    assert len(text) > len(", 1 cores")
+
+
+def _current_rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
+def test_peak_memory_is_at_least_what_is_resident_now():
+    block = bytearray(b"\x01") * (200 << 20)  # written, hence resident
+    now = _current_rss_mb()
+    peak = peak_memory()
+    assert peak["cpu_rss_mb"] >= now - 1 and now > 200
+    del block
+    if not torch.cuda.is_available():
+        assert peak["gpu_max_allocated_mb"] is None
+    else:
+        x = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")  # 64 MiB
+        assert peak_memory()["gpu_max_allocated_mb"] >= 64
+        del x
+
+
+def test_provenance_tells_seeds_of_one_config_apart_yet_groups_them(tmp_path, shapes_writer):
+    shards = shapes_writer(tmp_path / "test", 10, 10, split="test")
+    config = {"model": {"name": "llava"}, "seed": 0}
+    p0 = provenance(config, train_urls=str(shards), eval_urls=str(shards), repo=tmp_path)
+    p1 = provenance({**config, "seed": 1}, eval_urls=str(shards), repo=tmp_path)
+    assert set(p0) == {"git", "config_hash", "config_hash_without_seed", "versions", "device",
+                       "train_data", "eval_data"}
+    assert p0["config_hash"] != p1["config_hash"]
+    assert p0["config_hash_without_seed"] == p1["config_hash_without_seed"]
+    assert p0["eval_data"]["content_hash"] and p0["train_data"]["content_hash"] is None
+    assert p1["train_data"] is None and p0["git"] == {"commit": None, "dirty": None}
