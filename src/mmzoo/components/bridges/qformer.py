@@ -106,8 +106,8 @@ class QFormerResampler(nn.Module):
     def _require_text(self, what: str) -> Blip2TextEmbeddings:
         if self.embeddings is None:
             raise ValueError(
-                f"{what} needs the Q-Former's text side, but this Q-Former was built without one: give it "
-                "a tokenizer (bridge.qformer.tokenizer) or vocab_size"
+                f"{what} given, but this Q-Former was built without a text side: give it a tokenizer "
+                "(bridge.qformer.tokenizer) or vocab_size, as BLIP-2 stage 1 and InstructBLIP do"
             )
         return self.embeddings
 
@@ -170,11 +170,7 @@ class QFormerResampler(nn.Module):
         if instruction_ids is None:
             queries = self.query_tokens.expand(image_tokens.shape[0], -1, -1)  # (B, Q, H)
             return self._run(queries, self.num_queries, None, image_tokens, image_mask)
-        if self.embeddings is None:
-            raise ValueError(
-                "instruction_ids given, but this Q-Former was built without a text side: give it a tokenizer "
-                "(bridge.qformer.tokenizer) or vocab_size, as InstructBLIP's does"
-            )
+        self._require_text("instruction_ids")
         if instruction_mask is None:
             instruction_mask = torch.ones_like(instruction_ids)
         out = self.encode_pair(image_tokens, instruction_ids, instruction_mask, "bidirectional", image_mask)
