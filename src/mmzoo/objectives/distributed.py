@@ -71,3 +71,15 @@ def candidates(local: int, total: int) -> tuple[int, int]:
             f"world_size x {local} = {world_size * local} (gathered from every rank, equal batch sizes)"
         )
     return rank * local, world_size
+
+
+def gather_padded(x: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    """``gather_tensor`` for right-padded (B, L) ids/masks whose L differs between ranks:
+    each rank pads to ``length`` first (only when there is more than one rank)."""
+    _, world_size = world()
+    if world_size == 1:
+        return x
+    if x.shape[1] > length:
+        raise ValueError(f"sequences of {x.shape[1]} tokens, longer than the {length} they are padded to")
+    padded = torch.nn.functional.pad(x, (0, length - x.shape[1]), value=value)
+    return gather_tensor(padded)

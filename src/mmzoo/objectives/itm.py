@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from mmzoo.objectives.distributed import candidates
+from mmzoo.objectives.distributed import candidates, gather_padded, gather_with_grad
 from mmzoo.objectives.itc import candidate_groups
 
 
@@ -106,6 +106,26 @@ def itm_pairs(negatives: HardNegatives) -> ItmBatch:
     text_index = torch.cat([pos, pos, negatives.text_for_image])  # (3B,)
     labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(pos.device)
     return ItmBatch(image_index, text_index, labels)
+
+
+def gather_itm_inputs(
+    pairs: ItmBatch,
+    image_tokens: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_length: int,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ITM pairs' inputs from this rank's batch and every other rank's.
+
+    image_tokens: (B, N, D) (gradients flow back through the gather); input_ids and
+    attention_mask: (B, L), right-padded, padded to ``max_length`` before a multi-rank gather.
+    Returns ``(images (3B, N, D), ids (3B, L'), mask (3B, L'))``.
+    """
+    all_images = gather_with_grad(image_tokens)  # (W*B, N, D)
+    all_ids = gather_padded(input_ids, max_length, pad_token_id)  # (W*B, L')
+    all_mask = gather_padded(attention_mask, max_length, 0)  # (W*B, L')
+    return all_images[pairs.image_index], all_ids[pairs.text_index], all_mask[pairs.text_index]
 
 
 def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

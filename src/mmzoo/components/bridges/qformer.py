@@ -93,6 +93,11 @@ class QFormerResampler(nn.Module):
         self.qformer = Blip2QFormerModel(config)
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden_size) * config.initializer_range)
         self.embeddings = Blip2TextEmbeddings(config) if vocab_size is not None else None
+        if self.embeddings is not None:  # BERT's init (transformers' _init_weights; N(0, 1) would swamp the LM head)
+            for table in (self.embeddings.word_embeddings, self.embeddings.position_embeddings):
+                nn.init.normal_(table.weight, std=config.initializer_range)
+                if table.padding_idx is not None:
+                    nn.init.zeros_(table.weight[table.padding_idx])
         self.in_dim, self.num_queries, self.dim = in_dim, num_queries, hidden_size
         self.max_text_length = max_text_length
         if self.embeddings is None:
