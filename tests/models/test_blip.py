@@ -7,7 +7,13 @@ import torch
 
 from mmzoo.models.blip import BlipModel
 from mmzoo.objectives import itc_loss
-from tests.models.blip_fixtures import caption_batch, tiny_blip_text, tiny_encoder, train_steps, assert_each_loss_fell
+from tests.models.blip_fixtures import (
+    assert_each_loss_fell,
+    caption_batch,
+    tiny_blip_text,
+    tiny_encoder,
+    train_steps,
+)
 
 
 @pytest.fixture(scope="module")

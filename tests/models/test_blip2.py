@@ -13,7 +13,14 @@ from mmzoo.data.tokenizer import IMAGE_TOKEN, shapes_tokenizer
 from mmzoo.models.blip2 import Blip2Stage1
 from mmzoo.models.vision_language import VisionLanguageModel
 from mmzoo.objectives import itc_loss
-from tests.models.blip_fixtures import QFORMER, caption_batch, tiny_encoder, tiny_qformer_bridge, train_steps, assert_each_loss_fell
+from tests.models.blip_fixtures import (
+    QFORMER,
+    assert_each_loss_fell,
+    caption_batch,
+    tiny_encoder,
+    tiny_qformer_bridge,
+    train_steps,
+)
 
 Q = QFORMER["num_queries"]
 

@@ -174,3 +174,29 @@ def test_decoder_targets_replace_first_token_and_ignore_pads_and_prompt() -> Non
     _, prompted = decoder_targets(ids, mask, bos_token_id=7, prompt_length=2)
     assert torch.equal(prompted[:, :2], torch.full((2, 2), ignore)) and torch.equal(prompted[:, 2:], labels[:, 2:])
     assert torch.equal(ids[:, 0], torch.tensor([2, 2]))  # the caller's ids are untouched
+
+
+def test_itc_on_rank_one_of_two_scores_against_the_global_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmzoo.objectives.distributed as distributed
+    import mmzoo.objectives.itc as itc
+
+    g = torch.Generator().manual_seed(3)
+    other_img = F.normalize(torch.randn(2, 8, generator=g), dim=-1)  # rank 0's features
+    other_txt = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    img = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(itc, "gather_with_grad", lambda x: torch.cat([other_img if x is img else other_txt, x]))
+    monkeypatch.setattr(itc, "gather_tensor", lambda x: torch.cat([torch.tensor([5, 6]), x]))
+    logits = contrastive_logits(img, txt, torch.tensor(3.0))
+    assert torch.equal(logits.positive_index, torch.tensor([2, 3]))
+    all_img, all_txt = torch.cat([other_img, img]), torch.cat([other_txt, txt])
+    torch.testing.assert_close(logits.per_image, 3 * img @ all_txt.T)
+    torch.testing.assert_close(logits.per_text, 3 * txt @ all_img.T)
+    expected = (F.cross_entropy(logits.per_image, torch.tensor([2, 3])) + F.cross_entropy(logits.per_text, torch.tensor([2, 3]))) / 2
+    torch.testing.assert_close(itc_loss_from_logits(logits), expected)
+    # groups are gathered too: local group 5 matches rank 0's first item
+    soft = itc_loss_from_logits(logits, groups=torch.tensor([5, 7]))
+    targets = torch.tensor([[0.5, 0, 0.5, 0], [0, 0, 0, 1.0]])
+    expected_soft = (F.cross_entropy(logits.per_image, targets) + F.cross_entropy(logits.per_text, targets)) / 2
+    torch.testing.assert_close(soft, expected_soft)
