@@ -3,7 +3,8 @@
 LLaVA, MiniGPT-4, BLIP-2 (stage 2) and InstructBLIP are this composition with other
 parts and recipes. The prompt holds one ``<image>`` token per visual token (the collator
 expands the placeholder); ``merge_visual_tokens`` scatters the bridge's output there
-after checking the counts agree, as transformers' ``modeling_llava`` does.
+after checking the counts agree, as transformers' ``modeling_llava`` does. InstructBLIP's
+instruction (ids from the Q-Former's own tokenizer) goes to the bridge beside the image.
 """
 
 from __future__ import annotations
@@ -64,15 +65,30 @@ class VisionLanguageModel(nn.Module):
     def num_image_tokens(self) -> int:
         return int(self.bridge.num_output_tokens(self.encoder.num_tokens))
 
-    def visual_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def visual_embeds(
+        self,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, M, D_llm); ``instruction_*`` (B, T) reach an instruction-aware Q-Former (InstructBLIP)."""
         tokens = self.encoder(pixel_values)  # (B, N, D_v)
-        return self.bridge(tokens)  # (B, M, D_llm)
+        if instruction_ids is None:
+            return self.bridge(tokens)  # (B, M, D_llm)
+        return self.bridge(tokens, instruction_ids=instruction_ids, instruction_mask=instruction_mask)
 
-    def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """LLM input embeddings (B, L, D) with the visual tokens in place."""
         ids = input_ids.masked_fill(input_ids == self.image_token_id, 0)  # placeholder rows are replaced
         text = self.llm.embed(ids)  # (B, L, D)
-        return merge_visual_tokens(text, input_ids, self.visual_embeds(pixel_values), self.image_token_id)
+        visual = self.visual_embeds(pixel_values, instruction_ids, instruction_mask)
+        return merge_visual_tokens(text, input_ids, visual, self.image_token_id)
 
     def forward(
         self,
@@ -80,8 +96,10 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
     ) -> VLMOutput:
-        embeds = self.embed(pixel_values, input_ids)
+        embeds = self.embed(pixel_values, input_ids, instruction_ids, instruction_mask)
         if getattr(self.llm, "is_encoder_decoder", False):
             out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
             return VLMOutput(out.logits, out.loss)
@@ -90,8 +108,14 @@ class VisionLanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """New token ids (B, T) continuing left-padded prompts that hold the image tokens."""
-        embeds = self.embed(pixel_values, input_ids)
+        embeds = self.embed(pixel_values, input_ids, instruction_ids, instruction_mask)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
