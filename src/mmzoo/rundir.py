@@ -178,7 +178,7 @@ def resolve_parts(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
             if from_run.startswith("zoo:"):
                 raise ValueError(f"{part}.from_run={from_run}: zoo references are resolved by mmzoo.zoo first")
             runtime = {k: node[k] for k in RUNTIME_KEYS if k in node}
-            build[part] = {"_target_": "mmzoo.runs.load_part", "run_dir": from_run, "part": part, "overrides": runtime}
+            build[part] = {"_target_": "mmzoo.rundir.load_part", "run_dir": from_run, "part": part, "overrides": runtime}
             saved[part] = with_runtime_keys(part_config(from_run, part), runtime)
             lineage[part] = from_run
         else:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmzoo import runs
+from mmzoo import rundir
 from mmzoo.components.llm import LanguageModel
 from mmzoo.data.tokenizer import IMAGE_TOKEN, shapes_tokenizer
 from mmzoo.models.blip2 import Blip2Stage1
@@ -89,11 +89,11 @@ def _vlm(text_side: bool) -> VisionLanguageModel:
 
 @pytest.mark.parametrize("text_side", [False, True], ids=["blip2_stage2", "instructblip"])
 def test_stage1_hands_its_qformer_over_bit_identically(stage1: Blip2Stage1, tmp_path: Path, text_side: bool) -> None:
-    runs.save_weights(stage1, tmp_path)  # what a stage-1 run writes
-    state = runs.read_weights(tmp_path, "bridge.qformer.")
+    rundir.save_weights(stage1, tmp_path)  # what a stage-1 run writes
+    state = rundir.read_weights(tmp_path, "bridge.qformer.")
     assert state, "the stage-1 Q-Former must be saved under bridge.qformer"
     vlm = _vlm(text_side)
-    runs.load_weights(vlm.bridge.qformer, state, "bridge.qformer from stage 1")  # strict
+    rundir.load_weights(vlm.bridge.qformer, state, "bridge.qformer from stage 1")  # strict
     source = stage1.bridge.qformer.state_dict()
     for name, tensor in vlm.bridge.qformer.state_dict().items():
         assert torch.equal(tensor, source[name]), name
