@@ -19,6 +19,11 @@ LABELS = "labels"  # (B, L) long, -100 = not supervised
 CAPTIONS = "captions"  # list[str], the raw captions (for retrieval targets and metrics)
 META = "meta"  # list[dict], the sample's json record
 
+# the label of a position that no loss supervises (prompt, image, padding); PyTorch's
+# cross-entropy default, so the data path (collators) and the objectives agree without
+# the data package importing the objectives
+IGNORE_INDEX = -100
+
 
 class DualEncoderOutput(NamedTuple):
     """Normalised embeddings of a batch, as used by contrastive objectives."""

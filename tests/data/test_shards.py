@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mmzoo.data import shapes
 from mmzoo.data.shapes import make_sample
-from mmzoo.data.shards import ShardWriter, main, write_from_folder, write_from_table
+from mmzoo.data.shards import ShardWriter, ensure_shapes, main, write_from_folder, write_from_table
 
 
 def tar_members(path: Path) -> dict[str, bytes]:
@@ -199,3 +200,37 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "img2dataset" in capsys.readouterr().out
+
+
+def test_ensure_shapes_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    splits = ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10)
+    assert [len(splits["train"]), len(splits["test"])] == [3, 1]
+    assert all(Path(u).is_file() for u in splits["train"] + splits["test"])
+    manifest = json.loads((Path(splits["train"][0]).parent / "manifest.json").read_text())
+    assert manifest["total"] == 25
+    monkeypatch.setattr(shapes, "make_sample", lambda *a: pytest.fail("regenerated"))
+    assert ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10) == splits
+    assert [p.name for p in tmp_path.iterdir()] == [Path(splits["train"][0]).parents[1].name]
+
+
+def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shapes.make_sample
+
+    def flaky(index: int, *args: object) -> object:
+        if index == 7:
+            raise KeyboardInterrupt
+        return real(index, *args)
+
+    monkeypatch.setattr(shapes, "make_sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(shapes, "make_sample", real)
+    splits = ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
+    assert len(splits["train"]) == 1
+
+
+def test_default_root_honours_mmzoo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMZOO_CACHE", str(tmp_path))
+    splits = ensure_shapes(train_size=3, test_size=2, image_size=16)
+    assert Path(splits["train"][0]).is_relative_to(tmp_path / "shapes")

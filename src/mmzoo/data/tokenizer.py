@@ -10,10 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from mmzoo.components.tokenization import special_token_config  # re-exported: its old home
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 IMAGE_TOKEN = "<image>"
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "IMAGE_TOKEN",
+    "PAD",
+    "UNK",
+    "build_word_tokenizer",
+    "shapes_tokenizer",
+    "special_token_config",
+]
 
 
 def build_word_tokenizer(
@@ -58,13 +71,3 @@ def shapes_tokenizer(add_bos: bool = True, add_eos: bool = True) -> PreTrainedTo
     from mmzoo.data.templates import prompt_words
 
     return build_word_tokenizer([*vocabulary(), *prompt_words()], add_bos=add_bos, add_eos=add_eos)
-
-
-def special_token_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
-    """Vocabulary size and special ids a model built from a config must share with its tokenizer."""
-    return {
-        "vocab_size": len(tokenizer),
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }

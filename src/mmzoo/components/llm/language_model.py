@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from mmzoo.data.tokenizer import special_token_config
+from mmzoo.components.tokenization import special_token_config
 
 
 def _context_size(config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
