@@ -141,7 +141,7 @@ class ShardDataModule(L.LightningDataModule):
 
 
     def teardown(self, stage: str) -> None:
-        if self.errors.total:
+        if self.errors.total or self.errors.converted:  # skips and conversions alike
             log.warning("data: %s", self.errors.report())
 
 
