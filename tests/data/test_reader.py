@@ -1,4 +1,4 @@
-"""The reader's parts: tar ends, image modes to RGB, captions, limits, shard opening."""
+"""The reader's parts (``reader``, ``images``): tar ends, image modes to RGB, captions, limits, shards."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmzoo.data.reader import (
-    OversizedMember,
-    decode_caption,
-    decode_image,
-    decode_sample,
-    shard_samples,
-    tar_members,
-    to_rgb,
-)
+from mmzoo.data.images import decode_image, to_rgb
+from mmzoo.data.reader import OversizedMember, decode_caption, decode_sample, shard_samples, tar_members
 from mmzoo.data.sample_errors import SampleError, SampleErrors
 from tests.data.bad_data import bomb_png, encode, good_jpeg, member_offsets, rgb16_png, tar_bytes
 

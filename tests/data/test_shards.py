@@ -92,6 +92,27 @@ def test_write_from_folder_skips_and_counts(image_folder: Path, tmp_path: Path) 
     assert {"licence": "cc0"}.items() <= next(m for m in metas if m["source"] == "c.jpg").items()
 
 
+def test_written_pngs_keep_their_picture(tmp_path: Path) -> None:
+    """Re-encoding as JPEG puts transparency on white and scales 16-bit (a bare convert gives black, white)."""
+    import numpy as np
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(folder / "clear.png")
+    Image.fromarray(np.full((16, 16), 0x4000, dtype=np.uint16)).save(folder / "deep.png")
+    for stem in ("clear", "deep"):
+        (folder / f"{stem}.txt").write_text(f"a {stem} picture")
+    write_from_folder(folder, tmp_path / "out")
+    members = tar_members(tmp_path / "out" / "000000.tar")
+    pixels = {
+        json.loads(members[name[:-3] + "json"])["source"]: Image.open(io.BytesIO(data)).getpixel((8, 8))
+        for name, data in members.items()
+        if name.endswith(".jpg")
+    }
+    assert min(pixels["clear.png"]) >= 250  # white, not black
+    assert all(abs(v - 64) <= 2 for v in pixels["deep.png"])  # a quarter grey, not clipped to white
+
+
 def test_write_from_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         write_from_folder(tmp_path / "nope", tmp_path / "out")

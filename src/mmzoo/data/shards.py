@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from PIL import Image
 
 from mmzoo.data import shapes
+from mmzoo.data.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,9 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB JPEG bytes of a PIL image (alpha and palettes are flattened)."""
+    """RGB JPEG bytes of a PIL image: transparency onto white, 16-bit scaled (``images.to_rgb``)."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    to_rgb(image)[0].save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
