@@ -81,10 +81,8 @@ class SampleErrors:
         return exn.reason if isinstance(exn, SampleError) else "other"
 
     def __call__(self, exn: BaseException) -> bool:
-        if isinstance(exn, SampleError):
-            self._record(exn.reason, str(exn))
-        else:
-            self._record("other", f"other: {exn!r}")
+        reason = self.classify(exn)
+        self._record(reason, str(exn) if isinstance(exn, SampleError) else f"{reason}: {exn!r}")
         return True
 
     def skip(self, reason: str, key: str = "", url: str = "", detail: str = "") -> None:
@@ -129,7 +127,8 @@ class SampleErrors:
         return sum(self.counts.values())
 
     def summary(self) -> dict[str, Any]:
-        """What ``metrics.json`` records under ``data``: skips, by reason, and conversions."""
+        """What ``metrics.json`` records under ``data``: skips (samples, and shards for the
+        shard-level reasons ``missing_shard``/``open_failed``/``bad_tar``), by reason, and conversions."""
         return {"skipped_samples": self.total, "skipped_by_reason": self.counts, "converted": self.converted}
 
     def examples(self) -> list[str]:
