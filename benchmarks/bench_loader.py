@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from mmzoo.data.datamodule import ShardDataModule
-from mmzoo.data.shapes import ensure_shapes
+from mmzoo.data.shards import ensure_shapes
 from mmzoo.data.tokenizer import shapes_tokenizer
 from mmzoo.data.webdata import image_transform
 from mmzoo.lit.clip import ClipCollator

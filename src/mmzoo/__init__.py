@@ -8,7 +8,8 @@ The API is imported lazily so that ``python -m mmzoo.<tool> --help`` stays fast.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from mmzoo.version import __version__
+
 __all__ = ["build", "compose_config", "from_pretrained", "models", "__version__"]
 
 

@@ -16,36 +16,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from mmzoo import rundir, zoo
-from mmzoo.presets import CONFIG_PACKAGE, presets
+from mmzoo.compose import compose_config
+from mmzoo.presets import presets
+
+__all__ = ["build", "compose_config", "from_pretrained", "models"]
 
 
 def models() -> list[str]:
     """The architectures in the zoo (the presets of ``conf/model``)."""
     return presets("model")
-
-
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The run config for ``overrides`` (as on the command line), composed without running.
-
-    The config-group choices are kept under ``choices`` (Hydra keeps them in its own node,
-    which a composed config does not carry).
-    """
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    else:
-        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    picked = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None and "hydra" not in str(k)}
-    OmegaConf.set_struct(cfg, False)
-    del cfg["hydra"]
-    cfg.choices = picked
-    return cfg
 
 
 def build(model: str = "clip", overrides: Sequence[str] = ()):
@@ -56,7 +38,7 @@ def build(model: str = "clip", overrides: Sequence[str] = ()):
     """
     if model not in models():
         raise ValueError(f"unknown model {model!r}; valid: {models()}")
-    cfg = zoo.resolve_config(compose_config([f"model={model}", *overrides]), make=False)
+    cfg = zoo.resolve_config(compose_config([f"model={model}", *overrides]))
     build_cfg, _ = rundir.resolve_parts(cfg)
     return instantiate(build_cfg.model, _convert_="all")
 

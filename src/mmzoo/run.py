@@ -134,7 +134,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     picked = choices(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
-    cfg = zoo.resolve_config(cfg, make=True)  # the zoo's own parts, made once, before building
+    cfg = zoo.resolve_config(cfg, make=train_and_evaluate)  # the zoo's own parts, made once, before building
     build_cfg, saved_cfg = rundir.resolve_parts(cfg)
     module, datamodule, trainer = build(build_cfg, run_dir)
     if cfg.get("pretrained"):
@@ -187,8 +187,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "memory": peak_memory(),
         "data": {
             "train_samples": datamodule.num_train_samples,
-            "skipped_samples": datamodule.errors.total,
-            "skipped_by_reason": datamodule.errors.counts,
+            **datamodule.errors.summary(),  # skipped_samples, skipped_by_reason, converted
             **module.counters,
         },
         "lineage": OmegaConf.to_container(saved_cfg.lineage),

@@ -209,7 +209,7 @@ def load_pretrained_parts(model: nn.Module, sources: Mapping[str, Any]) -> dict[
         if run_dir.startswith("zoo:"):
             from mmzoo.zoo import resolve
 
-            run_dir = resolve(run_dir, make=False)  # building a model never trains another one
+            run_dir = resolve(run_dir)  # building a model never trains another one
         try:
             target = model.get_submodule(path)
         except AttributeError:

@@ -23,6 +23,11 @@ META = "meta"  # list[dict], the sample's json record
 # token (the collator expands it to one position per visual token)
 IMAGE_TOKEN = "<image>"
 
+# the label of a position that no loss supervises (prompt, image, padding); PyTorch's
+# cross-entropy default, so the data path (collators) and the objectives agree without
+# the data package importing the objectives
+IGNORE_INDEX = -100
+
 
 class DualEncoderOutput(NamedTuple):
     """Normalised embeddings of a batch, as used by contrastive objectives."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from mmzoo.data.shapes import (
     POSITIONS,
     SHAPES,
     caption,
-    ensure_shapes,
     make_sample,
     record_texts,
     text_corpus,
@@ -178,37 +176,3 @@ def test_objects_are_drawn_where_the_record_says() -> None:
             x, y = centre[p]
             pixel = image.getpixel((int(x * 64), int(y * 64)))
             assert sum(abs(a - b) for a, b in zip(pixel, shapes._RGB[c], strict=True)) < 60, (i, c, p, pixel)
-
-
-def test_ensure_shapes_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    splits = ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10)
-    assert [len(splits["train"]), len(splits["test"])] == [3, 1]
-    assert all(Path(u).is_file() for u in splits["train"] + splits["test"])
-    manifest = json.loads((Path(splits["train"][0]).parent / "manifest.json").read_text())
-    assert manifest["total"] == 25
-    monkeypatch.setattr(shapes, "make_sample", lambda *a: pytest.fail("regenerated"))
-    assert ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10) == splits
-    assert [p.name for p in tmp_path.iterdir()] == [Path(splits["train"][0]).parents[1].name]
-
-
-def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = shapes.make_sample
-
-    def flaky(index: int, *args: object) -> object:
-        if index == 7:
-            raise KeyboardInterrupt
-        return real(index, *args)
-
-    monkeypatch.setattr(shapes, "make_sample", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
-    assert not list(tmp_path.iterdir())
-    monkeypatch.setattr(shapes, "make_sample", real)
-    splits = ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
-    assert len(splits["train"]) == 1
-
-
-def test_default_root_honours_mmzoo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MMZOO_CACHE", str(tmp_path))
-    splits = ensure_shapes(train_size=3, test_size=2, image_size=16)
-    assert Path(splits["train"][0]).is_relative_to(tmp_path / "shapes")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mmzoo.data import shapes
 from mmzoo.data.shapes import make_sample
-from mmzoo.data.shards import ShardWriter, main, write_from_folder, write_from_table
+from mmzoo.data.shards import ShardWriter, ensure_shapes, main, write_from_folder, write_from_table
 
 
 def tar_members(path: Path) -> dict[str, bytes]:
@@ -89,6 +90,27 @@ def test_write_from_folder_skips_and_counts(image_folder: Path, tmp_path: Path) 
     assert captions == ["a blue picture", "a green picture", "a red picture"]
     metas = [json.loads(v) for k, v in members.items() if k.endswith(".json")]
     assert {"licence": "cc0"}.items() <= next(m for m in metas if m["source"] == "c.jpg").items()
+
+
+def test_written_pngs_keep_their_picture(tmp_path: Path) -> None:
+    """Re-encoding as JPEG puts transparency on white and scales 16-bit (a bare convert gives black, white)."""
+    import numpy as np
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(folder / "clear.png")
+    Image.fromarray(np.full((16, 16), 0x4000, dtype=np.uint16)).save(folder / "deep.png")
+    for stem in ("clear", "deep"):
+        (folder / f"{stem}.txt").write_text(f"a {stem} picture")
+    write_from_folder(folder, tmp_path / "out")
+    members = tar_members(tmp_path / "out" / "000000.tar")
+    pixels = {
+        json.loads(members[name[:-3] + "json"])["source"]: Image.open(io.BytesIO(data)).getpixel((8, 8))
+        for name, data in members.items()
+        if name.endswith(".jpg")
+    }
+    assert min(pixels["clear.png"]) >= 250  # white, not black
+    assert all(abs(v - 64) <= 2 for v in pixels["deep.png"])  # a quarter grey, not clipped to white
 
 
 def test_write_from_folder_missing(tmp_path: Path) -> None:
@@ -199,3 +221,37 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "img2dataset" in capsys.readouterr().out
+
+
+def test_ensure_shapes_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    splits = ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10)
+    assert [len(splits["train"]), len(splits["test"])] == [3, 1]
+    assert all(Path(u).is_file() for u in splits["train"] + splits["test"])
+    manifest = json.loads((Path(splits["train"][0]).parent / "manifest.json").read_text())
+    assert manifest["total"] == 25
+    monkeypatch.setattr(shapes, "make_sample", lambda *a: pytest.fail("regenerated"))
+    assert ensure_shapes(tmp_path, train_size=25, test_size=5, image_size=32, samples_per_shard=10) == splits
+    assert [p.name for p in tmp_path.iterdir()] == [Path(splits["train"][0]).parents[1].name]
+
+
+def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shapes.make_sample
+
+    def flaky(index: int, *args: object) -> object:
+        if index == 7:
+            raise KeyboardInterrupt
+        return real(index, *args)
+
+    monkeypatch.setattr(shapes, "make_sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(shapes, "make_sample", real)
+    splits = ensure_shapes(tmp_path, train_size=10, test_size=2, image_size=16)
+    assert len(splits["train"]) == 1
+
+
+def test_default_root_honours_mmzoo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMZOO_CACHE", str(tmp_path))
+    splits = ensure_shapes(train_size=3, test_size=2, image_size=16)
+    assert Path(splits["train"][0]).is_relative_to(tmp_path / "shapes")

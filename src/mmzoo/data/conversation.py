@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate, Turn
-from mmzoo.objectives.lm import IGNORE_INDEX
-from mmzoo.types import ATTENTION_MASK, CAPTIONS, INPUT_IDS, LABELS, META, PIXEL_VALUES
+from mmzoo.types import ATTENTION_MASK, CAPTIONS, IGNORE_INDEX, INPUT_IDS, LABELS, META, PIXEL_VALUES
 
 TASKS = ("caption", "describe", "conversation", "vqa")
 

@@ -155,7 +155,7 @@ class ShardDataModule(L.LightningDataModule):
 
 
     def teardown(self, stage: str) -> None:
-        if self.errors.total:
+        if self.errors.total or self.errors.converted:  # skips and conversions alike
             log.warning("data: %s", self.errors.report())
 
 
@@ -192,14 +192,14 @@ class ShapesDataModule(ShardDataModule):
         }
 
     def prepare_data(self) -> None:
-        from mmzoo.data.shapes import ensure_shapes
+        from mmzoo.data.shards import ensure_shapes
 
         ensure_shapes(**self.shapes_args)
 
     def _ensure(self) -> None:
         """Resolve shard paths; generates if needed, so loaders work without ``prepare_data``."""
         if self.train is None:
-            from mmzoo.data.shapes import ensure_shapes
+            from mmzoo.data.shards import ensure_shapes
 
             splits = ensure_shapes(**self.shapes_args)
             self.train, self.test = splits["train"], splits["test"]

@@ -6,18 +6,17 @@ grounding to caption, retrieve and answer questions about, and each sample carri
 the text kinds the zoo trains on: a canonical caption, single-word QA, a detailed
 description and a LLaVA-style conversation. A sample is a pure function of
 (seed, split, index), so shards can be regenerated bit-for-bit anywhere.
+
+This module only generates; ``mmzoo.data.shards.ensure_shapes`` writes (and caches) the
+shards, so the generator depends on nothing in the package and the writer on it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import shutil
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -298,68 +297,3 @@ def text_corpus(split: str = "train", num_samples: int = 20000, seed: int = 0) -
     for index in range(num_samples):
         _, _, record = make_sample(index, split, seed, image_size=8)  # text does not depend on the size
         yield from record_texts(record)
-
-
-def default_root() -> Path:
-    """``$MMZOO_CACHE/shapes``, else ``~/.cache/mmzoo/shapes``."""
-    cache = os.environ.get("MMZOO_CACHE")
-    return (Path(cache) if cache else Path.home() / ".cache" / "mmzoo") / "shapes"
-
-
-def _split_urls(folder: Path) -> list[str]:
-    import json
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return [str(folder / shard["url"]) for shard in manifest["shards"]]
-
-
-def ensure_shapes(
-    root: str | os.PathLike | None = None,
-    train_size: int = 20000,
-    test_size: int = 1000,
-    seed: int = 0,
-    image_size: int = 64,
-    samples_per_shard: int = 1000,
-) -> dict[str, list[str]]:
-    """Generate the train/test shards once and return ``{"train": [tar paths], "test": [...]}``.
-
-    Shards go to ``{root}/{name}`` where the name spells the parameters, so several sizes
-    coexist. Generation writes into a temporary folder renamed at the end: an interrupted
-    run never looks complete, and a later call just reads the manifests.
-    """
-    from mmzoo.data.shards import ShardWriter
-
-    root = Path(root) if root is not None else default_root()
-    name = f"v{GENERATOR_VERSION}_train{train_size}_test{test_size}_seed{seed}_px{image_size}_sps{samples_per_shard}"
-    final = root / name
-    sizes = {"train": train_size, "test": test_size}
-    if not (final / "train" / "manifest.json").is_file():
-        tmp = root / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        log.info(
-            "generating shapes dataset (train=%d, test=%d, %dpx) in %s",
-            train_size,
-            test_size,
-            image_size,
-            final,
-        )
-        try:
-            for split, size in sizes.items():
-                start = time.perf_counter()
-                with ShardWriter(tmp / split, samples_per_shard) as writer:
-                    for index in range(size):
-                        image, cap, record = make_sample(index, split, seed, image_size)
-                        writer.write(image, cap, record, key=record["key"])
-                log.info("wrote %d %s samples in %.1fs", size, split, time.perf_counter() - start)
-        except BaseException:  # interrupted or failed: leave nothing that could look complete
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished first: theirs is as good as ours
-            if not (final / "train" / "manifest.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        log.info("using cached shapes dataset %s", final)
-    return {split: _split_urls(final / split) for split in sizes}

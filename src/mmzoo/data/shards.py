@@ -9,7 +9,7 @@ A shard folder holds::
     manifest.json       {"shards": [{"url": "000000.tar", "count": n}], "total": N, "skipped": {...}}
 
 Sources: a folder of images with sidecar ``.txt`` captions, a TSV/CSV/parquet table of
-(image, caption), or the embedded ``shapes`` generator. Bad inputs are skipped and counted
+(image, caption), or the embedded ``shapes`` generator (``ensure_shapes``, cached). Bad inputs are skipped and counted
 by reason, never fatal. Command line: ``python -m mmzoo.data.shards --help``.
 """
 
@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 from PIL import Image
 
+from mmzoo.data import shapes
+from mmzoo.data.images import to_rgb
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -39,9 +43,9 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB JPEG bytes of a PIL image (alpha and palettes are flattened)."""
+    """RGB JPEG bytes of a PIL image: transparency onto white, 16-bit scaled (``images.to_rgb``)."""
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    to_rgb(image)[0].save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -252,6 +256,67 @@ def write_from_table(
     return writer.summary()
 
 
+def default_root() -> Path:
+    """``$MMZOO_CACHE/shapes``, else ``~/.cache/mmzoo/shapes``."""
+    cache = os.environ.get("MMZOO_CACHE")
+    return (Path(cache) if cache else Path.home() / ".cache" / "mmzoo") / "shapes"
+
+
+def _split_urls(folder: Path) -> list[str]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [str(folder / shard["url"]) for shard in manifest["shards"]]
+
+
+def ensure_shapes(
+    root: str | os.PathLike | None = None,
+    train_size: int = 20000,
+    test_size: int = 1000,
+    seed: int = 0,
+    image_size: int = 64,
+    samples_per_shard: int = 1000,
+) -> dict[str, list[str]]:
+    """Generate the train/test shards once and return ``{"train": [tar paths], "test": [...]}``.
+
+    Shards go to ``{root}/{name}`` where the name spells the parameters, so several sizes
+    coexist. Generation writes into a temporary folder renamed at the end: an interrupted
+    run never looks complete, and a later call just reads the manifests.
+    """
+    root = Path(root) if root is not None else default_root()
+    name = f"v{shapes.GENERATOR_VERSION}_train{train_size}_test{test_size}_seed{seed}_px{image_size}_sps{samples_per_shard}"
+    final = root / name
+    sizes = {"train": train_size, "test": test_size}
+    if not (final / "train" / "manifest.json").is_file():
+        tmp = root / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info(
+            "generating shapes dataset (train=%d, test=%d, %dpx) in %s",
+            train_size,
+            test_size,
+            image_size,
+            final,
+        )
+        try:
+            for split, size in sizes.items():
+                start = time.perf_counter()
+                with ShardWriter(tmp / split, samples_per_shard) as writer:
+                    for index in range(size):
+                        image, cap, record = shapes.make_sample(index, split, seed, image_size)
+                        writer.write(image, cap, record, key=record["key"])
+                log.info("wrote %d %s samples in %.1fs", size, split, time.perf_counter() - start)
+        except BaseException:  # interrupted or failed: leave nothing that could look complete
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not (final / "train" / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log.info("using cached shapes dataset %s", final)
+    return {split: _split_urls(final / split) for split in sizes}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mmzoo.data.shards",
@@ -267,13 +332,13 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("out", help="output shard folder")
     table.add_argument("--image-col", default="image", help="column with the image path (default: image)")
     table.add_argument("--caption-col", default="caption", help="column with the caption (default: caption)")
-    shapes = sub.add_parser("shapes", help="the embedded, generated shapes dataset (train and test splits)")
-    shapes.add_argument("out", help="cache root; the shards go to a sub-folder named from the parameters")
-    shapes.add_argument("--train-size", type=int, default=20000)
-    shapes.add_argument("--test-size", type=int, default=1000)
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--image-size", type=int, default=64)
-    for p in (folder, table, shapes):
+    generated = sub.add_parser("shapes", help="the embedded, generated shapes dataset (train and test splits)")
+    generated.add_argument("out", help="cache root; the shards go to a sub-folder named from the parameters")
+    generated.add_argument("--train-size", type=int, default=20000)
+    generated.add_argument("--test-size", type=int, default=1000)
+    generated.add_argument("--seed", type=int, default=0)
+    generated.add_argument("--image-size", type=int, default=64)
+    for p in (folder, table, generated):
         p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar (default: 1000)")
     return parser
 
@@ -289,8 +354,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.table, args.out, args.image_col, args.caption_col, args.samples_per_shard
             )
         else:
-            from mmzoo.data.shapes import ensure_shapes
-
             splits = ensure_shapes(
                 args.out, args.train_size, args.test_size, args.seed, args.image_size, args.samples_per_shard
             )

@@ -1,10 +1,10 @@
 """The streaming pipeline: img2dataset-layout shards to batches, skipping bad samples.
 
 Shaped like open_clip's ``open_clip_train/data.py``: shard list -> split_by_node ->
-split_by_worker -> tarfile_to_samples(handler) -> shuffle -> decode -> map -> batched.
+split_by_worker -> read shards -> shuffle -> decode -> map -> batched.
 Why not a map-style dataset: web-scale shards cannot be indexed, and the same code must
-stream the embedded ``shapes`` shards and a LAION download. Bad samples (corrupt
-images, missing captions, truncated tars) are skipped and counted by ``SampleErrors``
+stream the embedded ``shapes`` shards and a LAION download. Bad shards and samples
+(``mmzoo.data.reader``) are skipped or converted and counted once by ``SampleErrors``
 across DataLoader workers, never fatal and never silent. Shard order and the shuffle
 buffer are seeded from (seed, epoch, rank, worker), so runs are reproducible.
 """
@@ -12,12 +12,10 @@ buffer are seeded from (seed, epoch, rank, worker), so runs are reproducible.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import logging
 import multiprocessing as mp
 import random
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial as bind
 from multiprocessing.context import BaseContext
@@ -31,9 +29,25 @@ from torch.utils.data import IterableDataset
 from torchvision import transforms
 from webdataset.shardlists import expand_urls as _braceexpand
 
+from mmzoo.data.reader import MAX_MEMBER_BYTES, MAX_PIXELS, MIN_SIDE, decode_sample, read_shards
+from mmzoo.data.sample_errors import SampleError, SampleErrors
+
+__all__ = [
+    "SampleError",
+    "SampleErrors",
+    "ShardLoader",
+    "SharedEpoch",
+    "dataset_size",
+    "decode_sample",
+    "expand_urls",
+    "image_transform",
+    "make_pipeline",
+    "num_batches",
+    "shard_counts",
+]
+
 log = logging.getLogger(__name__)
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -42,27 +56,37 @@ def expand_urls(spec: str | Sequence[str]) -> list[str]:
     """Shard urls from a directory (its ``*.tar``, sorted), brace pattern, glob, or a list of those.
 
     Remote urls (``pipe:``, ``http(s)://``, ``s3://``...) are passed through unchecked.
-    Raises ``FileNotFoundError`` naming ``spec`` when nothing matches or a local file is missing.
+    A local file named explicitly (in a list or a brace range) that does not exist stays
+    in the list with a warning: img2dataset leaves such gaps where a shard failed, and the
+    reader counts each as ``missing_shard`` where it meets it, instead of failing the run.
+    Raises ``FileNotFoundError`` naming ``spec`` when no local shard exists at all (a typo)
+    or a directory or glob matches nothing.
     """
     parts = [spec] if isinstance(spec, (str, Path)) else list(spec)
     urls: list[str] = []
+    missing: list[str] = []
     for part in parts:
         part = str(part)
         if "://" in part or part.startswith("pipe:"):
             urls.extend(_braceexpand(part))
         elif Path(part).is_dir():
-            urls.extend(sorted(str(p) for p in Path(part).glob("*.tar")))
+            found = sorted(str(p) for p in Path(part).glob("*.tar"))
+            if not found:
+                raise FileNotFoundError(f"no shards (*.tar) in {part!r} for spec {spec!r}")
+            urls.extend(found)
         else:
             for url in _braceexpand(part):
                 matches = sorted(glob.glob(url)) if glob.has_magic(url) else [url]
-                missing = [m for m in matches if not Path(m).is_file()]
-                if missing or not matches:
-                    raise FileNotFoundError(
-                        f"no shard file {missing[0] if missing else url!r} for spec {spec!r}"
-                    )
+                if not matches:
+                    raise FileNotFoundError(f"no shard file matches {url!r} for spec {spec!r}")
+                missing.extend(m for m in matches if not Path(m).is_file())
                 urls.extend(matches)
-    if not urls:
-        raise FileNotFoundError(f"no shards (*.tar) found for spec {spec!r}")
+    if not urls or len(missing) == len(urls):
+        raise FileNotFoundError(f"no shard file {(missing[0] if missing else spec)!r} for spec {spec!r}")
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        log.warning("%d of %d listed shards do not exist (each read counts missing_shard): %s",
+                    len(missing), len(urls), shown)  # fmt: skip
     return urls
 
 
@@ -91,96 +115,6 @@ def dataset_size(urls: Sequence[str]) -> int | None:
     """Total samples in ``urls`` without reading the tars; None when some shard is undocumented."""
     counts = shard_counts(urls)
     return None if counts is None else sum(counts)
-
-
-class SampleError(ValueError):
-    """A sample that cannot be used; ``reason`` is one of ``SampleErrors.REASONS``."""
-
-    def __init__(self, reason: str, key: str, url: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: key={key} url={url}" + (f" ({detail})" if detail else ""))
-        self.reason = reason
-
-
-class SampleErrors:
-    """Counts skipped samples by reason across DataLoader worker processes.
-
-    The counters live in shared memory (``multiprocessing.Array``) created in the parent,
-    so forked (or spawned) workers increment the same cells the parent reads. The first
-    ``max_logged`` problems are logged with their key/url and kept for ``report()``.
-    Use an instance as the webdataset ``handler``: it records and returns True (skip).
-    ``context`` must match the DataLoader's ``multiprocessing_context`` (default: both the
-    interpreter's default start method).
-    """
-
-    REASONS = (
-        "missing_image",
-        "missing_caption",
-        "corrupt_image",
-        "bad_json",
-        "transform_failed",
-        "tar_read",
-        "open_failed",
-        "other",
-    )
-    _EXAMPLE_BYTES = 300
-
-    def __init__(self, max_logged: int = 5, context: BaseContext | None = None) -> None:
-        ctx = context or mp.get_context()
-        self.max_logged = max_logged
-        self._counts = ctx.Array("q", len(self.REASONS) + 1)  # last cell: examples stored
-        self._examples = ctx.Array("c", max(1, max_logged) * self._EXAMPLE_BYTES, lock=False)
-
-    @classmethod
-    def classify(cls, exn: BaseException) -> str:
-        if isinstance(exn, SampleError):
-            return exn.reason
-        if isinstance(exn, FileNotFoundError | PermissionError):
-            return "open_failed"
-        if isinstance(exn, tarfile.TarError | EOFError | OSError):
-            return "tar_read"
-        return "other"
-
-    def __call__(self, exn: BaseException) -> bool:
-        reason = self.classify(exn)
-        message = f"{reason}: {exn}" if not isinstance(exn, SampleError) else str(exn)
-        with self._counts.get_lock():
-            self._counts[self.REASONS.index(reason)] += 1
-            slot = self._counts[-1]
-            if slot < self.max_logged:
-                self._counts[-1] += 1
-                start = slot * self._EXAMPLE_BYTES
-                data = message.encode("utf-8", "replace")[: self._EXAMPLE_BYTES - 1]
-                self._examples[start : start + len(data)] = data
-        if slot < self.max_logged:
-            log.warning("skipping bad sample (%s)", message)
-        return True
-
-    @property
-    def counts(self) -> dict[str, int]:
-        with self._counts.get_lock():
-            return {r: int(self._counts[i]) for i, r in enumerate(self.REASONS) if self._counts[i]}
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def examples(self) -> list[str]:
-        with self._counts.get_lock():
-            n = self._counts[-1]
-            raw = bytes(self._examples[: n * self._EXAMPLE_BYTES])
-        chunks = [raw[i * self._EXAMPLE_BYTES : (i + 1) * self._EXAMPLE_BYTES] for i in range(n)]
-        return [c.rstrip(b"\0").decode("utf-8", "replace") for c in chunks]
-
-    def reset(self) -> None:
-        with self._counts.get_lock():
-            for i in range(len(self._counts)):
-                self._counts[i] = 0
-
-    def report(self) -> str:
-        if not self.total:
-            return "no samples skipped"
-        counts = ", ".join(f"{r}={n}" for r, n in self.counts.items())
-        return f"skipped {self.total} samples ({counts}); first: " + " | ".join(self.examples())
 
 
 class SharedEpoch:
@@ -227,31 +161,9 @@ class ResampledShardList(ShardList):
 
 
 def _shuffle(samples: Iterator[dict], bufsize: int, seed: int, epoch: SharedEpoch) -> Iterator[dict]:
+    """webdataset's shuffle buffer, its rng seeded here: at iteration time, in the worker."""
     rng = _stream_rng(seed, epoch, per_worker=True)
-    return wds.filters._shuffle(samples, bufsize=bufsize, initial=bufsize, rng=rng)
-
-
-def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """Raw tar members to ``{"key", "image": PIL RGB, "caption", "meta"}``; raises ``SampleError``."""
-    key, url = sample.get("__key__", "?"), sample.get("__url__", "?")
-    data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-    if data is None:
-        raise SampleError(
-            "missing_image", key, url, f"members: {sorted(k for k in sample if not k.startswith('__'))}"
-        )
-    caption = sample.get("txt", b"").decode("utf-8", "replace").strip()
-    if not caption:
-        raise SampleError("missing_caption", key, url)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            image = im.convert("RGB")
-    except Exception as exn:
-        raise SampleError("corrupt_image", key, url, repr(exn)) from exn
-    try:
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exn:
-        raise SampleError("bad_json", key, url, repr(exn)) from exn
-    return {"key": key, "image": image, "caption": caption, "meta": meta}
+    return wds.shuffle(bufsize, initial=bufsize, rng=rng)(samples)
 
 
 def _apply_transform(
@@ -294,8 +206,15 @@ def make_pipeline(
     partial: bool = True,
     epoch: SharedEpoch | None = None,
     samples_per_epoch: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> wds.DataPipeline:
     """Batches ``collate([{"key", "image": (3, H, W), "caption", "meta"}, ...])`` from shards.
+
+    Bad shards and samples are skipped or converted and counted in ``errors`` (see
+    ``mmzoo.data.reader``); ``max_pixels``, ``min_side`` and ``max_member_bytes`` bound
+    the images and tar members that are decoded.
 
     ``shuffle_buffer=0`` keeps shard and sample order (evaluation). With ``resampled``,
     shards are drawn with replacement forever and an epoch is cut at ``samples_per_epoch``
@@ -322,9 +241,11 @@ def make_pipeline(
         ]
     stages = [
         *source,
-        wds.tarfile_to_samples(handler=errors),
+        # an endless draw from shards that all fail would spin forever: give up, loudly
+        bind(read_shards, errors=errors, max_member_bytes=max_member_bytes,
+             give_up_after=max(100, 10 * len(urls)) if resampled else None),  # fmt: skip
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
-        wds.map(decode_sample, handler=errors),
+        wds.map(bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
         wds.map(bind(_apply_transform, transform), handler=errors),
         wds.batched(batch_size, collation_fn=collate, partial=partial),
     ]

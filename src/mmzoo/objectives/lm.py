@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from mmzoo.types import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "lm_loss"]
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from mmzoo.data.tokenizer import special_token_config
+from mmzoo.components.tokenization import special_token_config
 from mmzoo.types import IMAGE_TOKEN
 
 

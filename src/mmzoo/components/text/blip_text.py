@@ -39,7 +39,7 @@ from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel, Bli
 
 from mmzoo.components.attention_masks import additive_mask, causal_mask
 from mmzoo.components.text.base import TextEncoder
-from mmzoo.data.tokenizer import special_token_config
+from mmzoo.components.tokenization import special_token_config
 from mmzoo.types import TextFeatures
 
 SHARED_LAYER_MODULES = ("crossattention", "intermediate", "output")  # all of a layer but "attention"

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 
 from mmzoo.components.text.base import TextEncoder, eos_positions, gather_positions
-from mmzoo.data.tokenizer import special_token_config
+from mmzoo.components.tokenization import special_token_config
 from mmzoo.types import TextFeatures
 
 _EOS_POOLED = {"clip_text_model"}  # model types summarised at EOS; all others at the first token

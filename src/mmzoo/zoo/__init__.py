@@ -14,11 +14,13 @@ silently reuse a stale part.
 
     python -m mmzoo.zoo build clip    # make (or find) the cached CLIP run and print its path
     python -m mmzoo.zoo list
+
+Making a recipe means training it: the caller passes the trainer (``mmzoo.run``'s
+``train_and_evaluate``), so this module never imports the run script.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -60,7 +62,7 @@ def _check_name(name: str) -> list[str]:
 
 def recipe_config(name: str, data: DictConfig | None = None) -> DictConfig:
     """The composed run config of recipe ``name`` on ``data`` (a run's data node; default: the embedded data)."""
-    from mmzoo.api import compose_config
+    from mmzoo.compose import compose_config
 
     overrides = _check_name(name)
     if data is not None and data.get("name"):
@@ -104,7 +106,7 @@ def data_identity(data: DictConfig) -> str:
 def recipe_key(name: str, data: DictConfig | None = None) -> str:
     """Hash of the recipe's composed config (nested zoo references by their keys), the package
     version and the data identity."""
-    from mmzoo import __version__
+    from mmzoo.version import __version__
 
     cfg = recipe_config(name, data)
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -118,11 +120,14 @@ def recipe_dir(name: str, data: DictConfig | None = None) -> Path:
     return cache_root() / f"{name}-{recipe_key(name, data)}"
 
 
-def resolve(ref: str, data: DictConfig | None = None, make: bool = False) -> str:
+Trainer = Callable[[DictConfig, Path], Any]  # (config, run directory) -> metrics: mmzoo.run.train_and_evaluate
+
+
+def resolve(ref: str, data: DictConfig | None = None, make: Trainer | None = None) -> str:
     """A run directory for ``ref``: itself, or for ``zoo:<name>`` the cached recipe run.
 
-    With ``make=False`` a recipe that is not cached yet is an error saying how to make it:
-    building a model must never train another one as a side effect.
+    ``make`` trains a recipe that is not cached yet; without it that is an error saying
+    how to make it: building a model must never train another one as a side effect.
     """
     if not ref.startswith(PREFIX):
         return ref
@@ -130,16 +135,16 @@ def resolve(ref: str, data: DictConfig | None = None, make: bool = False) -> str
     target = recipe_dir(name, data)
     if (target / "model.safetensors").is_file():
         return str(target)
-    if not make:
+    if make is None:
         raise FileNotFoundError(
             f"{ref} is not made yet (it would be {target}). `python -m mmzoo.run` makes it on first use; "
             f"or run `python -m mmzoo.zoo build {name}` first."
         )
-    return str(build(name, data))
+    return str(build(name, make, data))
 
 
-def resolve_config(cfg: DictConfig, make: bool) -> DictConfig:
-    """``cfg`` with every ``zoo:`` reference replaced by its run directory (made when ``make``)."""
+def resolve_config(cfg: DictConfig, make: Trainer | None = None) -> DictConfig:
+    """``cfg`` with every ``zoo:`` reference replaced by its run directory (made by ``make``)."""
     container = OmegaConf.to_container(cfg, resolve=False)
     data = cfg.get("data")
     resolved = _map_refs(container, lambda ref: resolve(ref, data, make=make))
@@ -148,10 +153,8 @@ def resolve_config(cfg: DictConfig, make: bool) -> DictConfig:
     return out
 
 
-def build(name: str, data: DictConfig | None = None) -> Path:
-    """Run the recipe once (atomically: an interrupted build never looks finished)."""
-    from mmzoo.run import train_and_evaluate
-
+def build(name: str, make: Trainer, data: DictConfig | None = None) -> Path:
+    """Run the recipe once with ``make`` (atomically: an interrupted build never looks finished)."""
     target = recipe_dir(name, data)
     if (target / "model.safetensors").is_file():
         return target
@@ -160,30 +163,9 @@ def build(name: str, data: DictConfig | None = None) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.warning("zoo: %s is not cached yet; making it once (%s) in %s", name, " ".join(_check_name(name)), target)
-    train_and_evaluate(cfg, tmp)
+    make(cfg, tmp)
     if target.exists():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(target)
     return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mmzoo.zoo", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="recipes (on the embedded data) and whether they are cached")
-    b = sub.add_parser("build", help="make a recipe's run on the embedded data (if not cached) and print its directory")
-    b.add_argument("name")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for name, overrides in recipes().items():
-            folder = recipe_dir(name)
-            cached = (folder / "model.safetensors").is_file()
-            print(f"{name:14s} {'cached' if cached else 'not cached':11s} {folder}  ({' '.join(overrides)})")
-    else:
-        print(resolve(PREFIX + args.name, make=True))
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()
