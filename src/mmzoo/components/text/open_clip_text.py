@@ -28,6 +28,7 @@ class OpenClipTextEncoder(TextEncoder):
     Give ``model_name`` (+ ``pretrained`` tag or local file) for a real tower, or
     ``text_cfg`` (+ ``tokenizer``, which sets vocab size and pad/eos ids) for a random one.
     Sequences must be right-padded: the causal mask keeps pads from reaching real tokens.
+    ``quick_gelu`` builds a ``text_cfg`` tower with OpenAI's QuickGELU.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class OpenClipTextEncoder(TextEncoder):
         tokenizer: PreTrainedTokenizerBase | str | None = None,
         embed_dim: int = 512,
         max_length: int | None = None,
+        quick_gelu: bool = False,
     ) -> None:
         super().__init__()
         if (model_name is None) == (text_cfg is None):
@@ -53,7 +55,7 @@ class OpenClipTextEncoder(TextEncoder):
                 raise ValueError("a tokenizer is needed to build a text tower from text_cfg")
             cfg = {"context_length": max_length or 77, **text_cfg, "vocab_size": len(tokenizer)}
             cfg.update(pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id, pool_type="eos")
-            tower = _build_text_tower(embed_dim, cfg)
+            tower = _build_text_tower(embed_dim, cfg, quick_gelu=quick_gelu)
         if isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         if getattr(tower, "cls_emb", None) is not None or not hasattr(tower, "token_embedding"):
