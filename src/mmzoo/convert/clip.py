@@ -103,17 +103,24 @@ def reference_for(model: torch.nn.Module) -> tuple[CLIPModel, Any]:
         text_config=text_config,
         vision_config=model.encoder.model.config.to_dict(),
         projection_dim=model.embed_dim,
-        logit_scale_init_value=float(model.logit_scale),
+        logit_scale_init_value=float(model.logit_scale.detach()),
     )
     return CLIPModel(config), model.text.tokenizer
 
 
-def save_processor(model: torch.nn.Module, out: Path) -> None:
-    """The image preprocessing the zoo model was trained with, as a ``CLIPImageProcessor``."""
+def image_processor(encoder: torch.nn.Module) -> Any:
+    """The zoo's image transform (bicubic resize, centre crop, normalise) as a ``CLIPImageProcessor``."""
     from transformers import CLIPImageProcessor
 
-    size = model.encoder.image_size
-    CLIPImageProcessor(
+    size = encoder.image_size
+    return CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        image_mean=list(model.encoder.mean), image_std=list(model.encoder.std),
-    ).save_pretrained(out)
+        image_mean=list(encoder.mean), image_std=list(encoder.std),
+    )
+
+
+def save_processor(model: torch.nn.Module, out: Path) -> None:
+    """Tokenizer and image preprocessing together, so ``AutoProcessor.from_pretrained(out)`` works."""
+    from transformers import CLIPProcessor
+
+    CLIPProcessor(image_processor=image_processor(model.encoder), tokenizer=model.text.tokenizer).save_pretrained(out)

@@ -17,6 +17,7 @@ A depth-1 bridge (LLaVA v1's linear projector) is written as ``projector_hidden_
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -185,6 +186,23 @@ def reference_for(model: nn.Module) -> tuple[LlavaForConditionalGeneration, Any]
             if second.bias is not None:
                 second.bias.zero_()
     return reference, llm.tokenizer
+
+
+def save_processor(model: nn.Module, out: Path) -> None:
+    """A ``LlavaProcessor``: it expands one ``<image>`` into as many tokens as the zoo's collator does."""
+    from transformers import LlavaProcessor
+
+    from mmzoo.convert.clip import image_processor
+
+    enc = model.encoder
+    LlavaProcessor(
+        image_processor=image_processor(enc),
+        tokenizer=model.llm.tokenizer,
+        patch_size=enc.model.config.patch_size,
+        vision_feature_select_strategy="default" if enc.tokens == "patch" else "full",
+        num_additional_image_tokens=enc.num_prefix_tokens,
+        image_token=IMAGE_PLACEHOLDER,
+    ).save_pretrained(out)
 
 
 def export_rules(model: nn.Module) -> tuple[Rule, ...]:

@@ -112,9 +112,13 @@ def fill(
     mapping = plan(weights.keys(), rules, what)
     state = module.state_dict(keep_vars=True)
     extra = dict(extra or {})
-    unknown = sorted(k for k in [*mapping, *extra] if k not in state)
+    unknown = sorted(f"{key} -> {zoo_key}" for zoo_key, (key, _) in mapping.items() if zoo_key not in state)
+    unknown += sorted(f"(extra) {k}" for k in extra if k not in state)
     if unknown:
-        raise ConversionError(f"{what}: the zoo model has no tensors named{listing(unknown)}")
+        raise ConversionError(
+            f"{what}: {len(unknown)} checkpoint tensors have no place in the zoo model (its parts, built from the "
+            f"checkpoint's config, have no such tensor: an unsupported variant?):{listing(unknown)}"
+        )
     mismatched = []
     for zoo_key, (key, rule) in mapping.items():
         shape = _converted_shape(weights, key, rule)
