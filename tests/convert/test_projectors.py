@@ -87,3 +87,17 @@ def test_other_files_are_not_taken_for_projectors(tmp_path: Path) -> None:
     torch.save({"encoder.weight": torch.ones(2)}, tmp_path / "other.pt")
     with pytest.raises(ConversionError, match="not a projector checkpoint"):
         load_projector(_vlm(), tmp_path / "other.pt")
+
+
+def test_a_projector_file_fills_the_bridge_of_a_zoo_model_built_by_name(tmp_path: Path) -> None:
+    """``load_pretrained(mm_projector.bin, model="llava", overrides)``: the recipe's parts, the file's projector."""
+    from mmzoo.convert import load_pretrained
+
+    torch.manual_seed(0)
+    projector = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64))  # tiny_clip_vit -> tiny_llama widths
+    path = _save_llava(projector, tmp_path / "mm_projector.bin")
+    module = load_pretrained(path, model="llava", overrides=["encoder=tiny_clip_vit", "llm=tiny_llama", "bridge=mlp2"])
+    tokens = torch.randn(1, 4, 64)
+    with torch.no_grad():
+        assert torch.equal(module.model.bridge(tokens), projector(tokens))
+    assert module.frozen_names == ["encoder", "llm"]  # LLaVA's recipe came with it

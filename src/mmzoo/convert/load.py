@@ -90,7 +90,8 @@ def build_pretrained(imported: Imported, overrides: Sequence[str] = ()) -> tuple
     from mmzoo.api import compose_config
 
     cfg = pretrained_config(compose_config([f"model={imported.model}", *overrides]), imported)
-    module = instantiate(cfg.model, _convert_="all")
+    build_cfg, cfg = runs.resolve_parts(cfg)  # parts the overrides take from other runs (from_run)
+    module = instantiate(build_cfg.model, _convert_="all")
     fill_model(module.model, imported)
     module.eval()
     return module, cfg
@@ -143,7 +144,8 @@ def load_pretrained(
     if path.is_file():
         if model is None:
             raise ConversionError(f"{path} is a single file: say which zoo model its projector belongs to (model=...)")
-        module = instantiate(compose_config([f"model={model}", *overrides]).model, _convert_="all")
+        build_cfg, _ = runs.resolve_parts(compose_config([f"model={model}", *overrides]))
+        module = instantiate(build_cfg.model, _convert_="all")
         load_projector(module, path)
         return module.eval()
     imported = read_checkpoint(str(name_or_path), **options)
