@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmzoo.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a finished run directory (config.yaml + model.safetensors)")
     parser.add_argument("out_dir", help="where to write the export")
-    parser.add_argument("--layout", default="auto", choices=["auto", "parts", *LAYOUTS],
-                        help="auto: the transformers class that fits, else parts")
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "parts", *LAYOUTS],
+        help="auto: the transformers class that fits, else parts",
+    )
     args = parser.parse_args(argv)
 
     from mmzoo.convert.export import export_run

@@ -19,8 +19,14 @@ from transformers import CLIPConfig, CLIPModel, LlavaConfig, LlavaForConditional
 from mmzoo.data.tokenizer import build_word_tokenizer
 
 WORDS = "a photo of the red blue green circle square triangle cat dog user assistant what is it".split()
-VISION = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2, image_size=32,
-              patch_size=8)
+VISION = dict(
+    hidden_size=24,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
 
 
 def tokenizer(add_eos: bool = True) -> Any:
@@ -28,15 +34,25 @@ def tokenizer(add_eos: bool = True) -> Any:
 
 
 def specials(tok: Any) -> dict[str, int]:
-    return dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id)
+    return dict(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
 
 
 def save_clip(out: Path, seed: int = 0, **overrides: Any) -> Path:
     tok = tokenizer()
     torch.manual_seed(seed)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=16, **specials(tok))
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        **specials(tok),
+    )
     config = CLIPConfig(text_config=text, vision_config=VISION, projection_dim=16, **overrides)
     model = CLIPModel(config)
     with torch.no_grad():
@@ -49,11 +65,23 @@ def save_clip(out: Path, seed: int = 0, **overrides: Any) -> Path:
 def save_llava(out: Path, seed: int = 0, vocab_padding: int = 0, **overrides: Any) -> Path:
     tok = tokenizer(add_eos=False)
     torch.manual_seed(seed)
-    text = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=2, max_position_embeddings=128, **specials(tok))
+    text = dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **specials(tok),
+    )
     text["vocab_size"] += vocab_padding  # LLaVA-1.5 pads its table past the tokenizer
-    config = LlavaConfig(text_config=text, vision_config=dict(VISION, model_type="clip_vision_model"),
-                         image_token_id=tok.convert_tokens_to_ids("<image>"), **overrides)
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=dict(VISION, model_type="clip_vision_model"),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        **overrides,
+    )
     LlavaForConditionalGeneration(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out

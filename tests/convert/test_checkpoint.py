@@ -32,8 +32,10 @@ def test_training_checkpoint_is_unwrapped(tmp_path: Path) -> None:
 def test_sharded_safetensors_are_read_by_their_index(tmp_path: Path) -> None:
     save_file({"a": torch.zeros(2, 3)}, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file({"b": torch.ones(4)}, str(tmp_path / "model-00002-of-00002.safetensors"))
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
-                                            "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     weights = read_pretrained(str(tmp_path))
     assert sorted(weights) == ["a", "b"]

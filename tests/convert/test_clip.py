@@ -26,7 +26,9 @@ def _outputs(clip_dir: Path) -> tuple:
     pixels = torch.randn(3, 3, 32, 32)
     batch = prompts(tokenizer(), TEXTS)
     with torch.no_grad():
-        ref = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels)
+        ref = reference(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels
+        )
         out = zoo(pixels, batch["input_ids"], batch["attention_mask"])
     return ref, out, zoo
 
@@ -34,7 +36,9 @@ def _outputs(clip_dir: Path) -> tuple:
 def test_clip_is_built_from_zoo_parts(clip_dir: Path) -> None:
     zoo = load_pretrained(clip_dir).model
     assert isinstance(zoo, DualEncoder)
-    assert isinstance(zoo.encoder, TransformersVisionEncoder) and isinstance(zoo.text, TransformersTextEncoder)
+    assert isinstance(zoo.encoder, TransformersVisionEncoder) and isinstance(
+        zoo.text, TransformersTextEncoder
+    )
     assert zoo.bridge.projector.layers[0].bias is None  # CLIP's visual projection has no bias
 
 
@@ -44,7 +48,9 @@ def test_clip_features_and_logits_match_transformers(clip_dir: Path) -> None:
     assert (out.text_embeds - ref.text_embeds).abs().max() <= 1e-4
     logits = out.logit_scale * out.image_embeds @ out.text_embeds.T  # (B_img, B_txt)
     assert (logits - ref.logits_per_image).abs().max() <= 1e-4
-    assert float(out.logit_scale) == pytest.approx(float(torch.tensor(2.0).exp()))  # the checkpoint's, not the init
+    assert float(out.logit_scale) == pytest.approx(
+        float(torch.tensor(2.0).exp())
+    )  # the checkpoint's, not the init
 
 
 def test_a_different_checkpoint_gives_different_features(clip_dir: Path, make_checkpoint) -> None:
@@ -55,8 +61,11 @@ def test_a_different_checkpoint_gives_different_features(clip_dir: Path, make_ch
 
 
 def test_unsupported_architecture_names_it(tmp_path: Path) -> None:
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         vocab_size=50)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50
+        )
+    ).save_pretrained(tmp_path)
     with pytest.raises(ConversionError, match=r"'bert'.*supported: \['clip', 'llava'\]"):
         load_pretrained(tmp_path)
 
@@ -70,8 +79,12 @@ def _rewrite_weights(src: Path, dst: Path, change) -> Path:
 
 
 def test_unexpected_tensor_is_listed(clip_dir: Path, tmp_path: Path) -> None:
-    path = _rewrite_weights(clip_dir, tmp_path / "c", lambda s: s.update({"vision_model.extra_head.weight": torch.ones(2)}))
-    with pytest.raises(ConversionError, match=r"(?s)no place in the zoo model.*vision_model\.extra_head\.weight"):
+    path = _rewrite_weights(
+        clip_dir, tmp_path / "c", lambda s: s.update({"vision_model.extra_head.weight": torch.ones(2)})
+    )
+    with pytest.raises(
+        ConversionError, match=r"(?s)no place in the zoo model.*vision_model\.extra_head\.weight"
+    ):
         load_pretrained(path)
 
 
@@ -84,12 +97,17 @@ def test_missing_tensor_is_listed(clip_dir: Path, tmp_path: Path) -> None:
 def test_shape_mismatch_is_listed(clip_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(clip_dir, tmp_path / "c")
     edit_config(tmp_path / "c", projection_dim=8)  # the weights are 16 wide
-    with pytest.raises(ConversionError, match=r"(?s)shapes do not match.*visual_projection\.weight \[16, 24\] -> "
-                       r"bridge\.projector\.layers\.0\.weight \[8, 24\]"):
+    with pytest.raises(
+        ConversionError,
+        match=r"(?s)shapes do not match.*visual_projection\.weight \[16, 24\] -> "
+        r"bridge\.projector\.layers\.0\.weight \[8, 24\]",
+    ):
         load_pretrained(tmp_path / "c")
 
 
-def test_legacy_argmax_pooling_with_a_tokenizer_it_would_mispool_is_refused(clip_dir: Path, tmp_path: Path) -> None:
+def test_legacy_argmax_pooling_with_a_tokenizer_it_would_mispool_is_refused(
+    clip_dir: Path, tmp_path: Path
+) -> None:
     shutil.copytree(clip_dir, tmp_path / "c")
     edit_config(tmp_path / "c", text_config__eos_token_id=2)  # transformers would pool at argmax(ids)
     with pytest.raises(ConversionError, match="argmax"):

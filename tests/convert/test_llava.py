@@ -38,7 +38,9 @@ def _compare(directory: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
         ref_logits = reference(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
         zoo_logits = zoo(pixels, ids, mask).logits
     greedy = dict(max_new_tokens=6, do_sample=False, min_new_tokens=6)
-    ref_new = reference.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **greedy)[:, ids.shape[1]:]
+    ref_new = reference.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **greedy)[
+        :, ids.shape[1] :
+    ]
     zoo_new = zoo.generate(pixels, ids, mask, **greedy)
     diff = (zoo_logits - ref_logits)[mask.bool()].abs().max()  # every real position, image positions included
     return float(diff), ref_new, zoo_new
@@ -60,10 +62,13 @@ def test_llava_logits_and_greedy_tokens_match_transformers(llava_dir: Path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [
-    {"vision_feature_select_strategy": "full", "vision_feature_layer": -1},  # CLS kept, last layer
-    {"projector_hidden_act": "relu", "multimodal_projector_bias": False},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"vision_feature_select_strategy": "full", "vision_feature_layer": -1},  # CLS kept, last layer
+        {"projector_hidden_act": "relu", "multimodal_projector_bias": False},
+    ],
+)
 def test_llava_variants_match_transformers(make_checkpoint, options: dict) -> None:
     diff, ref_new, zoo_new = _compare(make_checkpoint(save_llava, **options))
     assert diff <= 1e-4
@@ -79,7 +84,10 @@ def test_a_different_feature_layer_changes_the_logits(llava_dir: Path, tmp_path:
     ids, mask = _prompt(zoo, ["<image> what is it ?"])
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        diff = (zoo(pixels, ids, mask).logits - reference(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits)
+        diff = (
+            zoo(pixels, ids, mask).logits
+            - reference(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
+        )
     assert diff.abs().max() > 1e-3
 
 

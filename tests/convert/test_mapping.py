@@ -33,8 +33,13 @@ RULES = (
 
 def _reference() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    return {"P": torch.randn(3, 2), "ln.weight": torch.randn(3), "ln.bias": torch.randn(3),
-            "tok.weight": torch.randn(5, 3), "positions": torch.arange(4)}
+    return {
+        "P": torch.randn(3, 2),
+        "ln.weight": torch.randn(3),
+        "ln.bias": torch.randn(3),
+        "tok.weight": torch.randn(5, 3),
+        "positions": torch.arange(4),
+    }
 
 
 def test_fill_copies_transforms_and_fills_tied_and_copied_targets() -> None:
@@ -53,7 +58,9 @@ def test_unclaimed_reference_tensor_is_an_error() -> None:
 
 def test_every_shape_mismatch_is_listed() -> None:
     ref = {**_reference(), "P": torch.randn(4, 2), "ln.bias": torch.randn(7)}
-    with pytest.raises(ConversionError, match=r"(?s)P \[2, 4\] -> proj\.weight \[2, 3\].*ln\.bias \[7\] -> norm\.bias"):
+    with pytest.raises(
+        ConversionError, match=r"(?s)P \[2, 4\] -> proj\.weight \[2, 3\].*ln\.bias \[7\] -> norm\.bias"
+    ):
         fill(Tiny(), ref, RULES, "test")
 
 

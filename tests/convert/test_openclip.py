@@ -25,8 +25,16 @@ def _register(tmp: Path, name: str, quick_gelu: bool = True, **text: Any) -> str
         "embed_dim": 16,
         "quick_gelu": quick_gelu,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-        "text_cfg": {"context_length": CONTEXT, "vocab_size": len(tok), "width": 32, "heads": 2, "layers": 2,
-                     "pool_type": "eos", "eos_id": tok.eos_token_id, **text},
+        "text_cfg": {
+            "context_length": CONTEXT,
+            "vocab_size": len(tok),
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+            "pool_type": "eos",
+            "eos_id": tok.eos_token_id,
+            **text,
+        },
     }
     (tmp / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp / f"{name}.json")
@@ -41,7 +49,9 @@ def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path,
     reference = open_clip.create_model(name).eval()
     with torch.no_grad():
         reference.logit_scale.fill_(3.0)
-    torch.save(reference.state_dict(), tmp / "weights.pt")  # as open_clip's training script saves a state dict
+    torch.save(
+        reference.state_dict(), tmp / "weights.pt"
+    )  # as open_clip's training script saves a state dict
     tokenizer().save_pretrained(tmp / "tokenizer")
     return name, tmp / "weights.pt", tmp / "tokenizer", reference
 
@@ -53,8 +63,12 @@ def test_open_clip_features_and_scale_match(tiny_open_clip) -> None:
     torch.manual_seed(1)
     pixels = torch.randn(3, 3, 32, 32)
     # open_clip's encode_text adds the whole position table: ids padded to the context length
-    batch = tokenizer()(["a photo of a cat", "the red circle", "dog"], padding="max_length", max_length=CONTEXT,
-                        return_tensors="pt")
+    batch = tokenizer()(
+        ["a photo of a cat", "the red circle", "dog"],
+        padding="max_length",
+        max_length=CONTEXT,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         ref_image = reference.encode_image(pixels, normalize=True)
         ref_text = reference.encode_text(batch["input_ids"], normalize=True)
@@ -82,7 +96,9 @@ def test_argmax_pooling_with_a_tokenizer_whose_eos_is_not_the_largest_id_is_refu
     torch.save(open_clip.create_model(name).state_dict(), tmp_path / "w.pt")
     tokenizer().save_pretrained(tmp_path / "tok")
     with pytest.raises(ConversionError, match="argmax"):
-        load_pretrained(f"open_clip:{name}", pretrained=str(tmp_path / "w.pt"), tokenizer=str(tmp_path / "tok"))
+        load_pretrained(
+            f"open_clip:{name}", pretrained=str(tmp_path / "w.pt"), tokenizer=str(tmp_path / "tok")
+        )
 
 
 def test_unknown_model_and_missing_weights_are_errors(tiny_open_clip) -> None:

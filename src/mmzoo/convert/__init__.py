@@ -15,7 +15,13 @@ its exporter.
 
 from mmzoo.convert.checkpoint import ConversionError
 from mmzoo.convert.export import export_model, export_run
-from mmzoo.convert.load import build_pretrained, fill_model, load_pretrained, pretrained_config, read_checkpoint
+from mmzoo.convert.load import (
+    build_pretrained,
+    fill_model,
+    load_pretrained,
+    pretrained_config,
+    read_checkpoint,
+)
 from mmzoo.convert.projectors import load_projector
 
 __all__ = [

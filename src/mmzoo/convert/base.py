@@ -27,8 +27,19 @@ LLM = "mmzoo.components.llm.LanguageModel"
 
 # config entries that describe a file, not an architecture
 _NOT_ARCHITECTURE = (
-    "architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype", "id2label", "label2id",
-    "output_hidden_states", "output_attentions", "return_dict", "use_cache", "chunk_size_feed_forward", "problem_type",
+    "architectures",
+    "transformers_version",
+    "_name_or_path",
+    "dtype",
+    "torch_dtype",
+    "id2label",
+    "label2id",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "use_cache",
+    "chunk_size_feed_forward",
+    "problem_type",
 )
 
 

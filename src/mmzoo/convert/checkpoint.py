@@ -41,8 +41,12 @@ class Checkpoint(Mapping[str, torch.Tensor]):
     checked against the zoo model before any tensor is loaded.
     """
 
-    def __init__(self, source: str, files: Mapping[str, Path] | None = None,
-                 tensors: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        files: Mapping[str, Path] | None = None,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         self.source = source
         self._files = dict(files or {})  # key -> safetensors file holding it
         self._tensors = dict(tensors or {})
@@ -94,7 +98,9 @@ def load_pickle(path: str | Path) -> Any:
         raise ConversionError(f"{path}: not a torch.save'd state dict ({str(err).splitlines()[0]})") from None
 
 
-def state_dict_of(obj: Any, source: str, nested: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
+def state_dict_of(
+    obj: Any, source: str, nested: tuple[str, ...] = ("state_dict", "model")
+) -> dict[str, torch.Tensor]:
     """The tensors of a loaded pickle: the dict itself, or its ``state_dict`` / ``model`` entry
     (LAVIS and open_clip training checkpoints nest the weights there beside optimiser state)."""
     if not isinstance(obj, Mapping):

@@ -22,7 +22,9 @@ from mmzoo.convert.mapping import Rule
 
 RULES = (
     Rule(r"(vision|text)_model\.embeddings\.position_ids", ()),  # an arange buffer older versions saved
-    Rule(r"vision_model\.post_layernorm\.(weight|bias)", (r"image_norm.\1", r"encoder.model.post_layernorm.\1")),
+    Rule(
+        r"vision_model\.post_layernorm\.(weight|bias)", (r"image_norm.\1", r"encoder.model.post_layernorm.\1")
+    ),
     Rule(r"vision_model\.(.+)", (r"encoder.model.\1",)),
     Rule(r"text_model\.(.+)", (r"text.model.\1",)),
     Rule(r"visual_projection\.weight", ("bridge.projector.layers.0.weight",)),
@@ -37,8 +39,9 @@ def check_eos_pooling(text_config: PretrainedConfig, tokenizer: Any, what: str) 
     two agree only when EOS is the tokenizer's largest id, as in OpenAI's BPE."""
     if text_config.eos_token_id == 2 and tokenizer.eos_token_id != max(tokenizer.get_vocab().values()):
         raise ConversionError(
-            f"{what}: the checkpoint pools text at argmax(input_ids) (legacy eos_token_id=2), which is the EOS "
-            f"position only when EOS has the largest id; this tokenizer's EOS id is {tokenizer.eos_token_id}. Set "
+            f"{what}: the checkpoint pools text at argmax(input_ids) (legacy eos_token_id=2), which is "
+            "the EOS position only when EOS has the largest id; this tokenizer's EOS id is "
+            f"{tokenizer.eos_token_id}. Set "
             "text_config.eos_token_id to the tokenizer's EOS id in config.json if that is where it pools."
         )
 
@@ -57,16 +60,30 @@ def import_clip(
     check_eos_pooling(config.text_config, loaded, name_or_path)
     text = architecture(config.text_config)
     parts = {
-        "encoder": {"_target_": ENCODER, "config": architecture(config.vision_config), "layer": -1, "tokens": "all"},
+        "encoder": {
+            "_target_": ENCODER,
+            "config": architecture(config.vision_config),
+            "layer": -1,
+            "tokens": "all",
+        },
         "text": {
             "_target_": TEXT,
             "config": text,
             "tokenizer": tokenizer_node(tokenizer_source, trust_remote_code),
             "max_length": text["max_position_embeddings"],
         },
-        "bridge": {"_target_": BRIDGE, "_partial_": True, "depth": 1, "bias": False, "qformer": None, "frozen": False},
+        "bridge": {
+            "_target_": BRIDGE,
+            "_partial_": True,
+            "depth": 1,
+            "bias": False,
+            "qformer": None,
+            "frozen": False,
+        },
     }
-    return Imported("clip", parts, weights, RULES, name_or_path, model_args={"embed_dim": config.projection_dim})
+    return Imported(
+        "clip", parts, weights, RULES, name_or_path, model_args={"embed_dim": config.projection_dim}
+    )
 
 
 def export_problems(model: torch.nn.Module) -> list[str]:
@@ -79,17 +96,23 @@ def export_problems(model: torch.nn.Module) -> list[str]:
         return [f"not a dual encoder ({type(model).__name__})"]
     problems = []
     enc, text, bridge = model.encoder, model.text, model.bridge
-    if not (isinstance(enc, TransformersVisionEncoder) and enc.model.config.model_type == "clip_vision_model"):
+    if not (
+        isinstance(enc, TransformersVisionEncoder) and enc.model.config.model_type == "clip_vision_model"
+    ):
         problems.append(f"the encoder is not a transformers CLIP tower ({type(enc).__name__})")
     elif enc.layer not in (-1, enc.model.config.num_hidden_layers) or enc.tokens == "patch" or enc.norm:
-        problems.append(f"the encoder reads layer {enc.layer}, tokens {enc.tokens!r}, norm {enc.norm}; CLIP pools the "
-                        "last layer's CLS token through the model's own norm")
+        problems.append(
+            f"the encoder reads layer {enc.layer}, tokens {enc.tokens!r}, norm {enc.norm}; CLIP pools the "
+            "last layer's CLS token through the model's own norm"
+        )
     if not (isinstance(text, TransformersTextEncoder) and text.model.config.model_type == "clip_text_model"):
         problems.append(f"the text tower is not a transformers CLIP text tower ({type(text).__name__})")
     if getattr(bridge, "qformer", None) is not None or getattr(bridge.projector, "depth", None) != 1:
         problems.append("the bridge is not a single Linear (CLIP's visual_projection)")
     elif bridge.projector.layers[0].bias is not None:
-        problems.append("the bridge's Linear has a bias, CLIP's visual_projection has none (train with bridge.bias=false)")
+        problems.append(
+            "the bridge's Linear has a bias, CLIP's visual_projection has none (train with bridge.bias=false)"
+        )
     if not isinstance(model.image_norm, torch.nn.LayerNorm):
         problems.append("the model has no image norm (CLIP's post_layernorm)")
     return problems
@@ -114,8 +137,10 @@ def image_processor(encoder: torch.nn.Module) -> Any:
 
     size = encoder.image_size
     return CLIPImageProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        image_mean=list(encoder.mean), image_std=list(encoder.std),
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(encoder.mean),
+        image_std=list(encoder.std),
     )
 
 
@@ -123,4 +148,6 @@ def save_processor(model: torch.nn.Module, out: Path) -> None:
     """Tokenizer and image preprocessing together, so ``AutoProcessor.from_pretrained(out)`` works."""
     from transformers import CLIPProcessor
 
-    CLIPProcessor(image_processor=image_processor(model.encoder), tokenizer=model.text.tokenizer).save_pretrained(out)
+    CLIPProcessor(
+        image_processor=image_processor(model.encoder), tokenizer=model.text.tokenizer
+    ).save_pretrained(out)

@@ -47,7 +47,9 @@ def _rules(family: ModuleType, model: nn.Module) -> tuple:
     return family.export_rules(model) if hasattr(family, "export_rules") else family.RULES
 
 
-def export_transformers(model: nn.Module, out: Path, class_name: str, source: str | None = None) -> dict[str, Any]:
+def export_transformers(
+    model: nn.Module, out: Path, class_name: str, source: str | None = None
+) -> dict[str, Any]:
     """Write ``model`` as ``class_name`` (a key of ``LAYOUTS``); returns what ``mmzoo.json`` says."""
     family, zoo_model = LAYOUTS[class_name]
     problems = family.export_problems(model)
@@ -61,7 +63,9 @@ def export_transformers(model: nn.Module, out: Path, class_name: str, source: st
     missing, unexpected = reference.load_state_dict(state, strict=False)
     derived = {k for k in reference.state_dict() if not any(r.targets for r in rules if r.match(k))}
     if unexpected or set(missing) - derived:
-        raise ConversionError(f"{what}: missing {sorted(set(missing) - derived)[:10]}, unexpected {unexpected[:10]}")
+        raise ConversionError(
+            f"{what}: missing {sorted(set(missing) - derived)[:10]}, unexpected {unexpected[:10]}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     reference.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -70,13 +74,25 @@ def export_transformers(model: nn.Module, out: Path, class_name: str, source: st
 
     # what re-importing the layout would give back, and what it would not
     back = map_tensors(reference.state_dict(), rules, what)
-    extra = {k: v.detach().contiguous() for k, v in zoo_state.items() if k not in back or not torch.equal(back[k], v)}
+    extra = {
+        k: v.detach().contiguous()
+        for k, v in zoo_state.items()
+        if k not in back or not torch.equal(back[k], v)
+    }
     files = {"config.json": f"{class_name} config", "model.safetensors": f"{class_name} weights"}
     if extra:
         save_file(extra, str(out / EXTRA_FILE))
-        files[EXTRA_FILE] = (f"zoo tensors the {class_name} layout has no place for (not used by {class_name}; "
-                             f"mmzoo reads them back): {sorted(extra)}")
-    info = {"format": "transformers", "class": class_name, "zoo_model": zoo_model, "source": source, "files": files}
+        files[EXTRA_FILE] = (
+            f"zoo tensors the {class_name} layout has no place for (not used by {class_name}; "
+            f"mmzoo reads them back): {sorted(extra)}"
+        )
+    info = {
+        "format": "transformers",
+        "class": class_name,
+        "zoo_model": zoo_model,
+        "source": source,
+        "files": files,
+    }
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -86,8 +102,13 @@ def _describe(part: nn.Module) -> str:
     return f"{type(part).__module__}.{type(part).__name__}" + (f": {doc[0]}" if doc else "")
 
 
-def export_parts(model: nn.Module, config: DictConfig, out: Path, why: dict[str, list[str]] | None = None,
-                 source: str | None = None) -> dict[str, Any]:
+def export_parts(
+    model: nn.Module,
+    config: DictConfig,
+    out: Path,
+    why: dict[str, list[str]] | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
     """Write each part's safetensors, the config that builds the model and its tokenizers."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
@@ -97,13 +118,21 @@ def export_parts(model: nn.Module, config: DictConfig, out: Path, why: dict[str,
     for name, part in model.named_children():
         if name in runs.PARTS:
             save_model(part, str(out / f"{name}.safetensors"))
-            files[f"{name}.safetensors"] = {"module": name, "what": _describe(part),
-                                            "parameters": sum(p.numel() for p in part.parameters())}
-    heads = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.split(".")[0] not in runs.PARTS}
+            files[f"{name}.safetensors"] = {
+                "module": name,
+                "what": _describe(part),
+                "parameters": sum(p.numel() for p in part.parameters()),
+            }
+    heads = {
+        k: v.detach().contiguous() for k, v in model.state_dict().items() if k.split(".")[0] not in runs.PARTS
+    }
     if heads:
         save_file(heads, str(out / "heads.safetensors"))
-        files["heads.safetensors"] = {"module": "", "what": f"the model's own tensors: {sorted(heads)}",
-                                      "parameters": sum(v.numel() for v in heads.values())}
+        files["heads.safetensors"] = {
+            "module": "",
+            "what": f"the model's own tensors: {sorted(heads)}",
+            "parameters": sum(v.numel() for v in heads.values()),
+        }
     info = {
         "format": PARTS_FORMAT,
         "zoo_model": type(model).__name__,
@@ -117,8 +146,13 @@ def export_parts(model: nn.Module, config: DictConfig, out: Path, why: dict[str,
     return info
 
 
-def export_model(model: nn.Module, out: str | Path, config: DictConfig | None = None, layout: str = "auto",
-                 source: str | None = None) -> dict[str, Any]:
+def export_model(
+    model: nn.Module,
+    out: str | Path,
+    config: DictConfig | None = None,
+    layout: str = "auto",
+    source: str | None = None,
+) -> dict[str, Any]:
     """Write a zoo model (or its LightningModule) to ``out``; returns the ``mmzoo.json`` contents.
 
     ``layout``: ``auto`` (the first transformers class that fits, else parts), a class name
@@ -139,7 +173,9 @@ def export_model(model: nn.Module, out: str | Path, config: DictConfig | None = 
             if not why[class_name]:
                 return export_transformers(model, out, class_name, source)
     if config is None:
-        raise ConversionError(f"a parts export needs the config that builds the model; no transformers layout fits: {why}")
+        raise ConversionError(
+            f"a parts export needs the config that builds the model; no transformers layout fits: {why}"
+        )
     log.info("no transformers layout fits (%s): writing parts", why)
     return export_parts(model, config, out, why, source)
 
@@ -149,4 +185,6 @@ def export_run(run_dir: str | Path, out: str | Path, layout: str = "auto") -> di
     from mmzoo.api import from_pretrained
 
     module = from_pretrained(run_dir)
-    return export_model(module.model, out, config=runs.read_config(run_dir), layout=layout, source=str(run_dir))
+    return export_model(
+        module.model, out, config=runs.read_config(run_dir), layout=layout, source=str(run_dir)
+    )

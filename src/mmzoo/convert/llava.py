@@ -32,8 +32,14 @@ from mmzoo.data.templates import IMAGE_PLACEHOLDER
 VISION_TYPES = ("clip_vision_model", "siglip_vision_model")
 STRATEGY_TO_TOKENS = {"default": "patch", "full": "all"}
 # transformers' activation names -> the zoo's (``quick_gelu`` in the zoo is GELU's tanh form)
-ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "tanh": "tanh",
-               "gelu_pytorch_tanh": "quick_gelu"}
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+    "tanh": "tanh",
+    "gelu_pytorch_tanh": "quick_gelu",
+}
 PROJECTOR = r"(?:model\.)?multi_modal_projector"
 
 
@@ -52,7 +58,9 @@ def rules(linear_projector: bool = False) -> tuple[Rule, ...]:
 
 
 def _is_identity_projection(weights: Checkpoint, dim: int) -> bool:
-    keys = {m.group(1): k for k in weights if (m := re.fullmatch(PROJECTOR + r"\.linear_2\.(weight|bias)", k))}
+    keys = {
+        m.group(1): k for k in weights if (m := re.fullmatch(PROJECTOR + r"\.linear_2\.(weight|bias)", k))
+    }
     if "weight" not in keys:
         return False
     eye = torch.equal(weights[keys["weight"]], torch.eye(dim, dtype=weights[keys["weight"]].dtype))
@@ -74,7 +82,9 @@ def import_llava(
     if not isinstance(layer, int):
         problems.append(f"vision_feature_layer={layer}: the zoo encoder reads one layer, not a concatenation")
     if strategy not in STRATEGY_TO_TOKENS:
-        problems.append(f"vision_feature_select_strategy={strategy!r}; supported: {sorted(STRATEGY_TO_TOKENS)}")
+        problems.append(
+            f"vision_feature_select_strategy={strategy!r}; supported: {sorted(STRATEGY_TO_TOKENS)}"
+        )
     if config.vision_config.model_type not in VISION_TYPES:
         problems.append(f"vision tower {config.vision_config.model_type!r}; supported: {list(VISION_TYPES)}")
     if config.text_config.is_encoder_decoder:
@@ -82,9 +92,13 @@ def import_llava(
     act = config.projector_hidden_act
     linear = act == "linear" and _is_identity_projection(weights, config.text_config.hidden_size)
     if act not in ACTIVATIONS and not linear:
-        problems.append(f"projector_hidden_act={act!r}; supported: {sorted(ACTIVATIONS)} (or an exported linear one)")
+        problems.append(
+            f"projector_hidden_act={act!r}; supported: {sorted(ACTIVATIONS)} (or an exported linear one)"
+        )
     if problems:
-        raise ConversionError(f"{name_or_path}: this LLaVA checkpoint does not fit the zoo:\n  " + "\n  ".join(problems))
+        raise ConversionError(
+            f"{name_or_path}: this LLaVA checkpoint does not fit the zoo:\n  " + "\n  ".join(problems)
+        )
 
     tokenizer_source = tokenizer or name_or_path
     loaded = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
@@ -92,8 +106,8 @@ def import_llava(
     if IMAGE_PLACEHOLDER not in loaded.get_vocab() or image_id != config.image_token_id:
         raise ConversionError(
             f"{name_or_path}: the config's image_token_id is {config.image_token_id}, but the tokenizer maps "
-            f"{IMAGE_PLACEHOLDER!r} to {image_id if IMAGE_PLACEHOLDER in loaded.get_vocab() else 'nothing'}; the "
-            f"zoo puts visual tokens where the tokenizer's {IMAGE_PLACEHOLDER!r} is"
+            f"{IMAGE_PLACEHOLDER!r} to {image_id if IMAGE_PLACEHOLDER in loaded.get_vocab() else 'nothing'}; "
+            f"the zoo puts visual tokens where the tokenizer's {IMAGE_PLACEHOLDER!r} is"
         )
     llm: dict[str, Any] = {
         "_target_": LLM,
@@ -121,7 +135,9 @@ def import_llava(
         "llm": llm,
     }
     context = getattr(config.text_config, "max_position_embeddings", 2048)
-    return Imported("llava", parts, weights, rules(linear), name_or_path, model_args={"max_length": min(context, 2048)})
+    return Imported(
+        "llava", parts, weights, rules(linear), name_or_path, model_args={"max_length": min(context, 2048)}
+    )
 
 
 def _zoo_activation(module: nn.Module) -> str | None:
@@ -143,7 +159,9 @@ def export_problems(model: nn.Module) -> list[str]:
     if not (isinstance(enc, TransformersVisionEncoder) and enc.model.config.model_type in VISION_TYPES):
         problems.append(f"the encoder is not a transformers CLIP/SigLIP tower ({type(enc).__name__})")
     elif enc.norm or enc.tokens == "cls":
-        problems.append(f"the encoder applies its final norm or keeps CLS only (norm={enc.norm}, tokens={enc.tokens!r})")
+        problems.append(
+            f"the encoder applies its final norm or keeps CLS only (norm={enc.norm}, tokens={enc.tokens!r})"
+        )
     if getattr(bridge, "qformer", None) is not None:
         problems.append("the bridge has a Q-Former (LLaVA's projector is an MLP)")
     else:

@@ -55,8 +55,9 @@ def read_checkpoint(name_or_path: str, trust_remote_code: bool = False, **option
             f"{name_or_path}: {config.model_type!r} ({', '.join(config.architectures or [])}) has no zoo "
             f"importer; supported: {sorted(FAMILIES)} and open_clip:<model name>"
         )
-    imported = importer(name_or_path, config, read_pretrained(name_or_path), trust_remote_code=trust_remote_code,
-                        **options)
+    imported = importer(
+        name_or_path, config, read_pretrained(name_or_path), trust_remote_code=trust_remote_code, **options
+    )
     extra = cached_file(name_or_path, EXTRA_FILE, _raise_exceptions_for_missing_entries=False)
     if extra:  # written by mmzoo's exporter beside the transformers layout
         imported.extra = load_file(extra)
@@ -82,11 +83,14 @@ def pretrained_config(cfg: DictConfig, imported: Imported) -> DictConfig:
 
 def fill_model(model: nn.Module, imported: Imported) -> FillReport:
     """Copy the checkpoint into a model built from ``pretrained_config``."""
-    return fill(model, imported.weights, imported.rules, imported.source, imported.allow_unfilled, imported.extra)
+    return fill(
+        model, imported.weights, imported.rules, imported.source, imported.allow_unfilled, imported.extra
+    )
 
 
 def build_pretrained(imported: Imported, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
-    """The zoo module for ``imported`` (recipe: ``model=<family>`` + ``overrides``), filled; and its config."""
+    """The zoo module for ``imported`` (recipe: ``model=<family>`` + ``overrides``), filled, and its
+    config."""
     from mmzoo.api import compose_config
 
     cfg = pretrained_config(compose_config([f"model={imported.model}", *overrides]), imported)
@@ -139,11 +143,15 @@ def load_pretrained(
     path = Path(name_or_path)
     if (path / runs.CONFIG_FILE).is_file() and (path / runs.WEIGHTS_FILE).is_file():
         return from_run(path)
-    if (path / INFO_FILE).is_file() and json.loads((path / INFO_FILE).read_text()).get("format") == PARTS_FORMAT:
+    if (path / INFO_FILE).is_file() and json.loads((path / INFO_FILE).read_text()).get(
+        "format"
+    ) == PARTS_FORMAT:
         return load_parts_export(path)
     if path.is_file():
         if model is None:
-            raise ConversionError(f"{path} is a single file: say which zoo model its projector belongs to (model=...)")
+            raise ConversionError(
+                f"{path} is a single file: say which zoo model its projector belongs to (model=...)"
+            )
         build_cfg, _ = runs.resolve_parts(compose_config([f"model={model}", *overrides]))
         module = instantiate(build_cfg.model, _convert_="all")
         load_projector(module, path)

@@ -23,7 +23,9 @@ from mmzoo.convert.checkpoint import Checkpoint, ConversionError, listing
 log = logging.getLogger(__name__)
 
 # tensor rewrites a rule may apply on the way in, with their inverses for the way out
-TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None]] = {
+TRANSFORMS: dict[
+    str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None]
+] = {
     # ``x @ P`` parameters (open_clip's projections, (in, out)) <-> ``nn.Linear`` weights (out, in)
     "T": (lambda t: t.t(), lambda t: t.t()),
     # a (1,)-shaped scalar (open_clip's ``nonscalar_logit_scale``) -> ()
@@ -67,8 +69,8 @@ def plan(keys: Iterable[str], rules: Sequence[Rule], what: str) -> dict[str, tup
                     zoo_key = found.expand(target)
                     if zoo_key in out:
                         raise ConversionError(
-                            f"{what}: {key!r} and {out[zoo_key][0]!r} both map to {zoo_key!r} (a checkpoint mixing "
-                            "two layouts?)"
+                            f"{what}: {key!r} and {out[zoo_key][0]!r} both map to {zoo_key!r} "
+                            "(a checkpoint mixing two layouts?)"
                         )
                     out[zoo_key] = (key, rule)
                 break
@@ -82,7 +84,9 @@ def plan(keys: Iterable[str], rules: Sequence[Rule], what: str) -> dict[str, tup
     return out
 
 
-def _converted_shape(weights: Checkpoint | Mapping[str, torch.Tensor], key: str, rule: Rule) -> tuple[int, ...]:
+def _converted_shape(
+    weights: Checkpoint | Mapping[str, torch.Tensor], key: str, rule: Rule
+) -> tuple[int, ...]:
     shape = weights.shape(key) if isinstance(weights, Checkpoint) else tuple(weights[key].shape)
     if rule.transform is None:
         return tuple(shape)
@@ -116,8 +120,8 @@ def fill(
     unknown += sorted(f"(extra) {k}" for k in extra if k not in state)
     if unknown:
         raise ConversionError(
-            f"{what}: {len(unknown)} checkpoint tensors have no place in the zoo model (its parts, built from the "
-            f"checkpoint's config, have no such tensor: an unsupported variant?):{listing(unknown)}"
+            f"{what}: {len(unknown)} checkpoint tensors have no place in the zoo model (its parts, built "
+            f"from the checkpoint's config, have no such tensor: an unsupported variant?):{listing(unknown)}"
         )
     mismatched = []
     for zoo_key, (key, rule) in mapping.items():
@@ -125,7 +129,9 @@ def fill(
         if shape != tuple(state[zoo_key].shape):
             mismatched.append(f"{key} {list(shape)} -> {zoo_key} {list(state[zoo_key].shape)}")
     mismatched += [
-        f"(extra) {k} {list(v.shape)} -> {list(state[k].shape)}" for k, v in extra.items() if v.shape != state[k].shape
+        f"(extra) {k} {list(v.shape)} -> {list(state[k].shape)}"
+        for k, v in extra.items()
+        if v.shape != state[k].shape
     ]
     if mismatched:
         raise ConversionError(f"{what}: shapes do not match (checkpoint -> zoo):{listing(mismatched)}")
@@ -147,18 +153,26 @@ def fill(
     missing = [k for k in unfilled if k not in allowed]
     if missing:
         raise ConversionError(
-            f"{what}: the checkpoint has no tensors for {len(missing)} zoo weights (a truncated checkpoint, or "
-            f"a config that does not describe its weights?):{listing(missing)}"
+            f"{what}: the checkpoint has no tensors for {len(missing)} zoo weights (a truncated "
+            f"checkpoint, or a config that does not describe its weights?):{listing(missing)}"
         )
     if allowed:
-        log.warning("%s: %d zoo weights are not in the checkpoint and keep their initial values:%s",
-                    what, len(allowed), listing(allowed))
+        log.warning(
+            "%s: %d zoo weights are not in the checkpoint and keep their initial values:%s",
+            what,
+            len(allowed),
+            listing(allowed),
+        )
     return FillReport(filled=sorted(done), unfilled=unfilled)
 
 
-def map_tensors(weights: Mapping[str, torch.Tensor], rules: Sequence[Rule], what: str) -> dict[str, torch.Tensor]:
+def map_tensors(
+    weights: Mapping[str, torch.Tensor], rules: Sequence[Rule], what: str
+) -> dict[str, torch.Tensor]:
     """``weights`` renamed (and transformed) into zoo keys, without a model."""
-    return {zoo_key: _converted(weights, key, rule) for zoo_key, (key, rule) in plan(weights, rules, what).items()}
+    return {
+        zoo_key: _converted(weights, key, rule) for zoo_key, (key, rule) in plan(weights, rules, what).items()
+    }
 
 
 def invert(

@@ -40,12 +40,14 @@ def _unsupported(model_cfg: dict[str, Any]) -> list[str]:
         "a timm vision tower": bool(vision.get("timm_model_name")),
         "a ResNet vision tower": isinstance(vision.get("layers"), (list, tuple)),
         "attentional pooling (CoCa)": bool(vision.get("attentional_pool")) or "multimodal_cfg" in model_cfg,
-        f"vision pool_type {vision.get('pool_type')!r} (the zoo pools CLS)": vision.get("pool_type", "tok") != "tok",
+        f"vision pool_type {vision.get('pool_type')!r} (the zoo pools CLS)": vision.get("pool_type", "tok")
+        != "tok",
         "final_ln_after_pool": bool(vision.get("final_ln_after_pool") or text.get("final_ln_after_pool")),
         "a Hugging Face text tower": bool(text.get("hf_model_name")),
         "a text CLS embedding": bool(text.get("embed_cls")),
         f"text pool_type {text.get('pool_type')!r}": text.get("pool_type", "argmax") not in ("argmax", "eos"),
-        "a biased or non-linear text projection": bool(text.get("proj_bias")) or text.get("proj_type", "linear") != "linear",
+        "a biased or non-linear text projection": bool(text.get("proj_bias"))
+        or text.get("proj_type", "linear") != "linear",
         "a logit bias (SigLIP)": "init_logit_bias" in model_cfg,
     }
     return [name for name, bad in checks.items() if bad]
@@ -83,8 +85,8 @@ def import_open_clip(
     model_cfg = open_clip.get_model_config(model_name)
     if model_cfg is None:
         raise ConversionError(
-            f"{PREFIX}{model_name}: unknown open_clip model (register a config with open_clip.add_model_config); "
-            f"known: {len(open_clip.list_models())} models such as {open_clip.list_models()[:5]}"
+            f"{PREFIX}{model_name}: unknown open_clip model (register a config with "
+            f"open_clip.add_model_config); known: {len(open_clip.list_models())} models such as {open_clip.list_models()[:5]}"
         )
     problems = _unsupported(model_cfg)
     if problems:
@@ -100,17 +102,40 @@ def import_open_clip(
     eos = loaded.eos_token_id
     if text_cfg.get("pool_type", "argmax") == "argmax" and eos != max(loaded.get_vocab().values()):
         raise ConversionError(
-            f"{PREFIX}{model_name}: the model pools text at argmax(ids), the EOS position only when EOS has the "
-            f"largest id; the tokenizer's EOS id {eos} is not its largest"
+            f"{PREFIX}{model_name}: the model pools text at argmax(ids), the EOS position only when EOS "
+            f"has the largest id; the tokenizer's EOS id {eos} is not its largest"
         )
     if text_cfg.get("pool_type") == "eos" and text_cfg.get("eos_id", 2) != eos:
-        raise ConversionError(f"{PREFIX}{model_name}: the model pools at eos_id={text_cfg.get('eos_id', 2)}, the "
-                              f"tokenizer's EOS id is {eos}")
+        raise ConversionError(
+            f"{PREFIX}{model_name}: the model pools at eos_id={text_cfg.get('eos_id', 2)}, the "
+            f"tokenizer's EOS id is {eos}"
+        )
     parts = {
-        "encoder": {"_target_": OPEN_CLIP_ENCODER, "vision_cfg": vision_cfg, "embed_dim": embed_dim,
-                    "quick_gelu": quick_gelu, "layer": -1, "tokens": "all"},
-        "text": {"_target_": OPEN_CLIP_TEXT, "text_cfg": text_cfg, "tokenizer": tokenizer_node(tokenizer_source),
-                 "embed_dim": embed_dim, "quick_gelu": quick_gelu, "max_length": text_cfg.get("context_length", 77)},
-        "bridge": {"_target_": BRIDGE, "_partial_": True, "depth": 1, "bias": False, "qformer": None, "frozen": False},
+        "encoder": {
+            "_target_": OPEN_CLIP_ENCODER,
+            "vision_cfg": vision_cfg,
+            "embed_dim": embed_dim,
+            "quick_gelu": quick_gelu,
+            "layer": -1,
+            "tokens": "all",
+        },
+        "text": {
+            "_target_": OPEN_CLIP_TEXT,
+            "text_cfg": text_cfg,
+            "tokenizer": tokenizer_node(tokenizer_source),
+            "embed_dim": embed_dim,
+            "quick_gelu": quick_gelu,
+            "max_length": text_cfg.get("context_length", 77),
+        },
+        "bridge": {
+            "_target_": BRIDGE,
+            "_partial_": True,
+            "depth": 1,
+            "bias": False,
+            "qformer": None,
+            "frozen": False,
+        },
     }
-    return Imported("clip", parts, read_file(path), RULES, f"{PREFIX}{model_name}", model_args={"embed_dim": embed_dim})
+    return Imported(
+        "clip", parts, read_file(path), RULES, f"{PREFIX}{model_name}", model_args={"embed_dim": embed_dim}
+    )

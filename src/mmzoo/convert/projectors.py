@@ -73,7 +73,11 @@ def load_projector(model: nn.Module, path: str | Path, form: str | None = None) 
             f"(use bridge={'linear' if depth == 1 else f'mlp{depth}'})"
         )
     if form == "minigpt4" and getattr(bridge, "qformer", None) is None:
-        raise ConversionError(f"{what}: llama_proj maps Q-Former outputs, but this model's bridge has no Q-Former")
+        raise ConversionError(
+            f"{what}: llama_proj maps Q-Former outputs, but this model's bridge has no Q-Former"
+        )
     if form == "llava" and getattr(bridge, "qformer", None) is not None:
-        raise ConversionError(f"{what}: mm_projector maps vision-tower tokens, but this bridge has a Q-Former first")
+        raise ConversionError(
+            f"{what}: mm_projector maps vision-tower tokens, but this bridge has a Q-Former first"
+        )
     return fill(bridge.projector, weights, FORMATS[form], what)
