@@ -86,7 +86,8 @@ def import_open_clip(
     if model_cfg is None:
         raise ConversionError(
             f"{PREFIX}{model_name}: unknown open_clip model (register a config with "
-            f"open_clip.add_model_config); known: {len(open_clip.list_models())} models such as {open_clip.list_models()[:5]}"
+            f"open_clip.add_model_config); it knows {len(open_clip.list_models())} models, such as "
+            f"{open_clip.list_models()[:5]}"
         )
     problems = _unsupported(model_cfg)
     if problems:
