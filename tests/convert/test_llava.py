@@ -109,3 +109,10 @@ def test_multi_layer_features_are_refused(llava_dir: Path, tmp_path: Path) -> No
     edit_config(tmp_path / "l", vision_feature_layer=[-2, -1])
     with pytest.raises(ConversionError, match=r"vision_feature_layer=\[-2, -1\]"):
         load_pretrained(tmp_path / "l")
+
+
+def test_dtype_holds_for_every_part(llava_dir: Path) -> None:
+    zoo = load_pretrained(llava_dir, dtype="bfloat16").model
+    assert {p.dtype for p in zoo.parameters()} == {torch.bfloat16}
+    reference = load_pretrained(llava_dir).model
+    assert torch.equal(zoo.bridge.projector.layers[0].weight, reference.bridge.projector.layers[0].weight.bfloat16())

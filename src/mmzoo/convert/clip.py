@@ -52,7 +52,6 @@ def import_clip(
     weights: Checkpoint,
     tokenizer: str | None = None,
     trust_remote_code: bool = False,
-    **_: Any,
 ) -> Imported:
     """A transformers ``CLIPModel`` checkpoint as a zoo ``model=clip``."""
     tokenizer_source = tokenizer or name_or_path

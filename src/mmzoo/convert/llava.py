@@ -73,8 +73,6 @@ def import_llava(
     weights: Checkpoint,
     tokenizer: str | None = None,
     trust_remote_code: bool = False,
-    dtype: str | None = None,
-    **_: Any,
 ) -> Imported:
     """A transformers ``LlavaForConditionalGeneration`` checkpoint as a zoo ``model=llava``."""
     layer, strategy = config.vision_feature_layer, config.vision_feature_select_strategy
@@ -114,8 +112,6 @@ def import_llava(
         "config": architecture(config.text_config),
         "tokenizer": tokenizer_node(tokenizer_source, trust_remote_code),
     }
-    if dtype is not None:
-        llm["torch_dtype"] = dtype
     parts = {
         "encoder": {
             "_target_": ENCODER,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, load_model
@@ -43,10 +44,12 @@ PARTS_FORMAT = "mmzoo-parts"
 def read_checkpoint(name_or_path: str, trust_remote_code: bool = False, **options: Any) -> Imported:
     """The zoo's reading of a transformers checkpoint (directory or hub id) or ``open_clip:<name>``.
 
-    ``options`` go to the family importer (``tokenizer``, ``pretrained`` for open_clip,
-    ``dtype`` for the LLM). Remote code runs only with ``trust_remote_code=True``.
+    ``options`` go to the family importer (``tokenizer``: another tokenizer; ``pretrained``:
+    open_clip's weights). Remote code runs only with ``trust_remote_code=True``.
     """
     if name_or_path.startswith(openclip.PREFIX):
+        if trust_remote_code:
+            raise ConversionError("open_clip models run no remote code: trust_remote_code does not apply")
         return openclip.import_open_clip(name_or_path[len(openclip.PREFIX) :], **options)
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     importer = FAMILIES.get(config.model_type)
@@ -88,15 +91,21 @@ def fill_model(model: nn.Module, imported: Imported) -> FillReport:
     )
 
 
-def build_pretrained(imported: Imported, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
+def build_pretrained(
+    imported: Imported, overrides: Sequence[str] = (), dtype: str | None = None
+) -> tuple[nn.Module, DictConfig]:
     """The zoo module for ``imported`` (recipe: ``model=<family>`` + ``overrides``), filled, and its
     config."""
     from mmzoo.api import compose_config
 
     cfg = pretrained_config(compose_config([f"model={imported.model}", *overrides]), imported)
+    if dtype is not None and "llm" in cfg:  # the LLM is built in it, never materialised in fp32
+        cfg.llm.torch_dtype = dtype
     build_cfg, cfg = runs.resolve_parts(cfg)  # parts the overrides take from other runs (from_run)
     module = instantiate(build_cfg.model, _convert_="all")
     fill_model(module.model, imported)
+    if dtype is not None:
+        module.to(getattr(torch, dtype))
     module.eval()
     return module, cfg
 
@@ -124,6 +133,7 @@ def load_pretrained(
     name_or_path: str | Path,
     overrides: Sequence[str] = (),
     model: str | None = None,
+    dtype: str | None = None,
     **options: Any,
 ) -> nn.Module:
     """A zoo model (LightningModule, eval mode) from anything the zoo reads.
@@ -135,7 +145,8 @@ def load_pretrained(
       bridge of ``model`` (``llava``/``minigpt4``) built with ``overrides``.
 
     ``overrides`` are config overrides for the recipe (e.g. ``["model.freeze=[encoder]"]``);
-    ``model`` checks that the checkpoint is that zoo model.
+    ``model`` checks that the checkpoint is that zoo model; ``dtype`` (``"bfloat16"``...) is the
+    dtype of the weights (default fp32); ``options`` go to ``read_checkpoint``.
     """
     from mmzoo.api import compose_config
     from mmzoo.api import from_pretrained as from_run
@@ -159,4 +170,4 @@ def load_pretrained(
     imported = read_checkpoint(str(name_or_path), **options)
     if model is not None and model != imported.model:
         raise ConversionError(f"{name_or_path} is a {imported.model!r} checkpoint, not {model!r}")
-    return build_pretrained(imported, overrides)[0]
+    return build_pretrained(imported, overrides, dtype)[0]

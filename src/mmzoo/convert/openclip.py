@@ -75,7 +75,7 @@ def _checkpoint_file(model_name: str, pretrained: str | None) -> tuple[Path, dic
 
 
 def import_open_clip(
-    model_name: str, pretrained: str | None = None, tokenizer: str | None = None, **_: Any
+    model_name: str, pretrained: str | None = None, tokenizer: str | None = None
 ) -> Imported:
     """``open_clip:<model_name>`` with ``pretrained`` weights as a zoo ``model=clip``.
 
