@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel, LlavaConfig, LlavaForConditionalGeneration
 
+from mmzoo.data.conversation import expand_image_token
 from mmzoo.data.tokenizer import build_word_tokenizer
 
 WORDS = "a photo of the red blue green circle square triangle cat dog user assistant what is it".split()
@@ -121,3 +122,13 @@ def edit_config(directory: Path, **changes: Any) -> None:
 
 def prompts(tok: Any, texts: list[str]) -> dict[str, torch.Tensor]:
     return tok(texts, padding=True, return_tensors="pt")
+
+
+def image_prompt(zoo: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``<image>`` prompts expanded as the zoo's collator expands them, left-padded for generation."""
+    tok = zoo.llm.tokenizer
+    rows = [expand_image_token(tok(t)["input_ids"], zoo.image_token_id, zoo.num_image_tokens) for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask

@@ -20,7 +20,7 @@ from mmzoo.convert import ConversionError, export_model, load_pretrained
 from mmzoo.convert.load import EXTRA_FILE
 from mmzoo.data.conversation import expand_image_token
 from tests.conftest import run_zoo
-from tests.convert.test_llava import _prompt
+from tests.convert.conftest import image_prompt
 
 
 def _assert_identical(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -65,7 +65,7 @@ def test_llava_exports_as_llava_with_the_same_outputs(llava_dir: Path, tmp_path:
     assert info["class"] == "LlavaForConditionalGeneration"
 
     reference = LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
-    ids, mask = _prompt(zoo, ["<image> what is it ?", "the red <image> circle"])
+    ids, mask = image_prompt(zoo, ["<image> what is it ?", "the red <image> circle"])
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         diff = (

@@ -13,25 +13,14 @@ from mmzoo.components.bridges import Bridge
 from mmzoo.components.encoders import TransformersVisionEncoder
 from mmzoo.components.llm import LanguageModel
 from mmzoo.convert import ConversionError, load_pretrained
-from mmzoo.data.conversation import expand_image_token
 from mmzoo.models.vision_language import VisionLanguageModel
-from tests.convert.conftest import edit_config, save_llava, tokenizer
-
-
-def _prompt(zoo: VisionLanguageModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``<image>`` prompts expanded as the zoo's collator expands them, left-padded for generation."""
-    tok = zoo.llm.tokenizer
-    rows = [expand_image_token(tok(t)["input_ids"], zoo.image_token_id, zoo.num_image_tokens) for t in texts]
-    width = max(map(len, rows))
-    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
+from tests.convert.conftest import edit_config, image_prompt, save_llava, tokenizer
 
 
 def _compare(directory: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
     reference = LlavaForConditionalGeneration.from_pretrained(directory).eval()
     zoo = load_pretrained(directory).model
-    ids, mask = _prompt(zoo, ["<image> what is it ?", "a photo of <image> the red circle"])
+    ids, mask = image_prompt(zoo, ["<image> what is it ?", "a photo of <image> the red circle"])
     torch.manual_seed(0)
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -81,7 +70,7 @@ def test_a_different_feature_layer_changes_the_logits(llava_dir: Path, tmp_path:
     edit_config(tmp_path / "l", vision_feature_layer=-1)
     reference = LlavaForConditionalGeneration.from_pretrained(llava_dir).eval()
     zoo = load_pretrained(tmp_path / "l").model
-    ids, mask = _prompt(zoo, ["<image> what is it ?"])
+    ids, mask = image_prompt(zoo, ["<image> what is it ?"])
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         diff = (
@@ -115,4 +104,6 @@ def test_dtype_holds_for_every_part(llava_dir: Path) -> None:
     zoo = load_pretrained(llava_dir, dtype="bfloat16").model
     assert {p.dtype for p in zoo.parameters()} == {torch.bfloat16}
     reference = load_pretrained(llava_dir).model
-    assert torch.equal(zoo.bridge.projector.layers[0].weight, reference.bridge.projector.layers[0].weight.bfloat16())
+    assert torch.equal(
+        zoo.bridge.projector.layers[0].weight, reference.bridge.projector.layers[0].weight.bfloat16()
+    )
