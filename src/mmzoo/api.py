@@ -1,9 +1,10 @@
 """The public Python API: compose configs, build models, load finished runs.
 
     import mmzoo
-    mmzoo.models()                                  # ['clip', 'llava', 'lm', 'minigpt4']
+    mmzoo.models()                                  # ['clip', 'llava', 'lm', 'minigpt4', ...]
     module = mmzoo.build("llava", ["bridge=mlp2"])  # a LightningModule from the config tree
-    module = mmzoo.from_pretrained("runs/llava/2026-11-24_05-00-00")
+    module = mmzoo.from_pretrained("runs/llava/2026-11-24_05-00-00")       # a run of the zoo
+    module = mmzoo.from_pretrained("llava-hf/llava-1.5-7b-hf")              # a real checkpoint
     module.generate([image], "What colour is the circle?")
 
 ``build`` never trains: a model whose parts come from the zoo's own runs (``zoo:clip``)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 
@@ -43,10 +45,11 @@ def build(model: str = "clip", overrides: Sequence[str] = ()):
     return instantiate(build_cfg.model, _convert_="all")
 
 
-def from_pretrained(run_dir: str | Path):
-    """The trained model of a run directory (its saved config, its safetensors weights)."""
-    cfg = rundir.read_config(run_dir)
-    module = instantiate(cfg.model, _convert_="all")
-    rundir.load_weights(module.model, rundir.read_weights(run_dir), f"model from {run_dir}")
-    module.eval()
-    return module
+def from_pretrained(source: str | Path, **options: Any):
+    """A zoo model from a run directory, a transformers checkpoint (directory or hub id) of a
+    supported family, ``open_clip:<name>`` (with ``pretrained=<tag or file>``), an export of
+    ``python -m mmzoo.export``, or a projector file (with ``model=``); see
+    ``mmzoo.convert.load_pretrained`` for the options."""
+    from mmzoo.convert import load_pretrained
+
+    return load_pretrained(source, **options)

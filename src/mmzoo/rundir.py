@@ -223,6 +223,13 @@ def load_pretrained_parts(model: nn.Module, sources: Mapping[str, Any]) -> dict[
     return done
 
 
+def load_run(run_dir: str | Path) -> Any:
+    """The trained model of a run directory (its saved config, its safetensors weights), in eval mode."""
+    module = instantiate(read_config(run_dir).model, _convert_="all")
+    load_weights(module.model, read_weights(run_dir), f"model from {run_dir}")
+    return module.eval()
+
+
 def save_tokenizers(model: nn.Module, saved_cfg: DictConfig, run_dir: str | Path) -> None:
     """Save each part's tokenizer in the run and point the saved config at it.
 

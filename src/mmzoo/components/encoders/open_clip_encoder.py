@@ -24,6 +24,8 @@ class OpenClipVisionEncoder(VisionEncoder):
     Give ``model_name`` (+ ``pretrained``: a tag such as ``laion2b_s34b_b79k`` or a local
     file) for a real tower, or ``vision_cfg`` for a random one. Tokens are raw block
     outputs; ``norm=True`` applies ``ln_post`` as open_clip's pooled feature does.
+    ``quick_gelu`` builds a ``vision_cfg`` tower with OpenAI's QuickGELU (what the OpenAI
+    weights were trained with; open_clip's ``*-quickgelu`` configs).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class OpenClipVisionEncoder(VisionEncoder):
         layer: int = -1,
         tokens: TokenSelection = "all",
         norm: bool = False,
+        quick_gelu: bool = False,
     ) -> None:
         super().__init__(layer=layer, tokens=tokens)
         if (model_name is None) == (vision_cfg is None):
@@ -44,7 +47,7 @@ class OpenClipVisionEncoder(VisionEncoder):
         else:
             # open_clip's public constructor builds both towers; a throwaway 1-layer text tower
             # is the price of not reaching into its private builders
-            visual = open_clip.CLIP(embed_dim, vision_cfg=dict(vision_cfg), text_cfg=_TINY_TEXT_CFG).visual
+            visual = open_clip.CLIP(embed_dim, vision_cfg=dict(vision_cfg), text_cfg=_TINY_TEXT_CFG, quick_gelu=quick_gelu).visual
         if not isinstance(visual, open_clip.transformer.VisionTransformer):
             raise ValueError(f"OpenClipVisionEncoder needs a ViT tower, got {type(visual).__name__}")
         visual.proj = None  # the pooled projection is a head, owned by the model that needs it

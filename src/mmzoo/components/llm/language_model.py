@@ -83,6 +83,8 @@ class LanguageModel(nn.Module):
             config = dict(config)
             model_type = config.pop("model_type")
             specials = special_token_config(tokenizer)
+            # a checkpoint's table may be padded past the tokenizer (LLaVA-1.5: 32064 rows, 32002 tokens)
+            specials["vocab_size"] = max(specials["vocab_size"], int(config.get("vocab_size") or 0))
             hf_config = AutoConfig.for_model(model_type, **{**config, **specials})
             if hf_config.is_encoder_decoder:
                 hf_config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding at pad

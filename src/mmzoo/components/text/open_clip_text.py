@@ -30,6 +30,7 @@ class OpenClipTextEncoder(TextEncoder):
     Give ``model_name`` (+ ``pretrained`` tag or local file) for a real tower, or
     ``text_cfg`` (+ ``tokenizer``, which sets vocab size and pad/eos ids) for a random one.
     Sequences must be right-padded: the causal mask keeps pads from reaching real tokens.
+    ``quick_gelu`` builds a ``text_cfg`` tower with OpenAI's QuickGELU.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class OpenClipTextEncoder(TextEncoder):
         tokenizer: PreTrainedTokenizerBase | str | None = None,
         embed_dim: int = 512,
         max_length: int | None = None,
+        quick_gelu: bool = False,
     ) -> None:
         super().__init__()
         if (model_name is None) == (text_cfg is None):
@@ -57,7 +59,7 @@ class OpenClipTextEncoder(TextEncoder):
             cfg.update(pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id, pool_type="eos")
             # open_clip's public constructor flattens the text tower onto the CLIP module; a
             # throwaway 1-block vision tower is the price of not using its private builders
-            tower = open_clip.CLIP(embed_dim, vision_cfg=_TINY_VISION_CFG, text_cfg=cfg)
+            tower = open_clip.CLIP(embed_dim, vision_cfg=_TINY_VISION_CFG, text_cfg=cfg, quick_gelu=quick_gelu)
         if isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         if getattr(tower, "cls_emb", None) is not None or not hasattr(tower, "token_embedding"):
