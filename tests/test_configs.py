@@ -18,7 +18,7 @@ def test_models_are_the_files_of_conf_model():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment):
     cfg = compose_config([f"experiment={experiment}", "pretrained=some/run"])
-    assert cfg.model._target_.endswith("VisionLanguageModule")
+    assert cfg.model._target_.rsplit(".", 1)[-1] in ("VisionLanguageModule", "Blip2Stage1Module")
     assert cfg.trainer.max_steps > 0
 
 
@@ -42,9 +42,15 @@ def test_unknown_choice_names_valid_options():
         compose_config(["bridge=mlp9"])
 
 
-@pytest.mark.parametrize("model", ["clip", "llava", "minigpt4", "lm"])
+TINY_PARTS = {
+    "clip": [], "lm": [], "blip": [],
+    "blip2_stage1": ["encoder=tiny_clip_vit"],
+}
+
+
+@pytest.mark.parametrize("model", models())
 def test_every_model_builds_from_tiny_parts(model):
-    overrides = [] if model in ("clip", "lm") else ["encoder=tiny_clip_vit", "llm=tiny_llama", "model.pretrained_parts=null"]
+    overrides = TINY_PARTS.get(model, ["encoder=tiny_clip_vit", "llm=tiny_llama", "model.pretrained_parts=null"])
     module = build(model, overrides)
     counts = module.parameter_counts()
     assert 0 < counts["trainable"] <= counts["total"]

@@ -21,7 +21,7 @@ def test_zoo_recipe_runs_once_and_is_cached(monkeypatch):
 
 
 def test_unknown_recipe_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"valid: \['clip', 'lm', 'qformer'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['blip2_stage1', 'clip', 'lm', 'qformer'\]"):
         zoo.resolve("zoo:nope")
 
 
@@ -46,9 +46,20 @@ def test_cache_key_follows_the_recipes_whole_config(monkeypatch):
     assert zoo.recipe_key("clip") == base  # stable
     monkeypatch.setattr(zoo, "recipes", lambda: {"clip": ["model=clip", "trainer.max_steps=401"]})
     assert zoo.recipe_key("clip") != base
-    other_data = compose_config(["data.train_size=500"]).data
+    other_data = compose_config(["data.train_size=500"])
     monkeypatch.undo()
     assert zoo.recipe_key("clip", other_data) != base
+
+
+def test_stage1_recipe_takes_the_askers_qformer_shape():
+    """MiniGPT-4, BLIP-2 and InstructBLIP share one stage-1 Q-Former; another shape is another run."""
+    from mmzoo.compose import compose_config
+
+    keys = {m: zoo.recipe_key("blip2_stage1", compose_config([f"model={m}"])) for m in ("minigpt4", "blip2", "instructblip")}
+    assert len(set(keys.values())) == 1, keys
+    wide = compose_config(["model=blip2", "bridge.qformer.num_queries=16"])
+    assert zoo.recipe_config("blip2_stage1", wide).bridge.qformer.num_queries == 16
+    assert zoo.recipe_key("blip2_stage1", wide) != keys["blip2"]
 
 
 def test_nested_zoo_references_change_the_key(monkeypatch):

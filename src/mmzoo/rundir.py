@@ -33,6 +33,8 @@ PARTS = ("encoder", "text", "bridge", "llm")
 RUNTIME_KEYS = ("layer", "tokens", "norm", "max_length", "frozen", "torch_dtype", "gradient_checkpointing",
                 "attn_implementation")
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.yaml", "model.safetensors", "metrics.json"
+# module paths whose tokenizer a run saves (the Q-Former's own text side: BLIP-2, InstructBLIP)
+TOKENIZED_PARTS = ("text", "llm", "bridge.qformer")
 
 
 RUN_DIR_TOKEN = "@run"  # paths inside a run are saved relative to it, so runs can move
@@ -216,7 +218,8 @@ def load_pretrained_parts(model: nn.Module, sources: Mapping[str, Any]) -> dict[
             raise ValueError(f"pretrained_parts: this model has no sub-module {path!r}") from None
         state = read_weights(run_dir, f"{path}.")
         if not state:
-            raise ValueError(f"pretrained_parts: run {run_dir} has no weights under {path!r}")
+            kind = " (a Q-Former comes from a BLIP-2 stage-1 run: experiment=blip2_stage1)" if "qformer" in path else ""
+            raise ValueError(f"pretrained_parts: run {run_dir} has no weights under {path!r}{kind}")
         load_weights(target, state, f"{path} from {run_dir}")
         log.info("%s initialised from run %s", path, run_dir)
         done[path] = run_dir
@@ -238,10 +241,13 @@ def save_tokenizers(model: nn.Module, saved_cfg: DictConfig, run_dir: str | Path
     built an in-memory tokenizer has changed since. A part appears twice in a run config
     (as its group, e.g. ``llm``, and inside ``model``): both nodes point at one saved copy.
     """
-    for part in ("text", "llm"):
-        tokenizer = getattr(getattr(model, part, None), "tokenizer", None)
-        nodes = [c.get(part) for c in (saved_cfg, saved_cfg.get("model"))]
-        nodes = [n for n in nodes if isinstance(n, DictConfig) and "tokenizer" in n]
+    for part in TOKENIZED_PARTS:
+        try:
+            tokenizer = getattr(model.get_submodule(part), "tokenizer", None)
+        except AttributeError:
+            continue
+        nodes = [OmegaConf.select(c, part) if c is not None else None for c in (saved_cfg, saved_cfg.get("model"))]
+        nodes = [n for n in nodes if isinstance(n, DictConfig) and n.get("tokenizer") is not None]
         if tokenizer is None or not nodes:
             continue
         tokenizer.save_pretrained(str(Path(run_dir) / "tokenizers" / part))

@@ -22,13 +22,28 @@ from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, Conversati
 from mmzoo.types import ATTENTION_MASK, CAPTIONS, IGNORE_INDEX, INPUT_IDS, LABELS, META, PIXEL_VALUES
 
 TASKS = ("caption", "describe", "conversation", "vqa")
+SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
+QUESTION_TYPES = ("colour", "shape", "position", "count", "exists")
 
 
-def task_weights(tasks: Mapping[str, float] | Sequence[str]) -> dict[str, float]:
-    """``[caption, caption, vqa]`` or ``{caption: 2, vqa: 1}`` -> ``{caption: 2.0, vqa: 1.0}``.
+def question_type(question: str) -> str | None:
+    """The kind of a question of the embedded data (``what colour ...`` -> ``colour``), else None."""
+    q = question.lower().strip()
+    for prefix, kind in (("what colour", "colour"), ("what shape", "shape"), ("where is", "position"),
+                         ("how many", "count"), ("is there", "exists")):
+        if q.startswith(prefix):
+            return kind
+    return None
+
+
+def task_weights(tasks: Mapping[str, float] | Sequence[str] | str) -> dict[str, float]:
+    """``[caption, caption, vqa]`` or ``{caption: 2, vqa: 1}`` -> ``{caption: 2.0, vqa: 1.0}``;
+    ``"sqrt"`` -> every task, weighted per sample by the square root of its size there.
 
     Configs use the list form: Hydra merges dicts key by key, so an experiment could not
     *replace* a model's task mix with a dict, while a list replaces it whole."""
+    if tasks == SQRT_MIX:
+        return {name: float("nan") for name in TASKS}  # weights come from each sample's contents
     if isinstance(tasks, Mapping):
         return {k: float(v) for k, v in tasks.items()}
     weights: dict[str, float] = {}
@@ -100,8 +115,13 @@ class VLMCollator:
     """Samples -> a batch for training (``mode='train'``) or for generation (``mode='eval'``).
 
     ``tasks`` lists task names (``TASKS``) sampled uniformly (a repeated name weighs more),
-    or maps them to sampling weights; ``instructions`` maps
-    'caption' / 'describe' to the instruction lists one is sampled from.
+    maps them to sampling weights, or is ``"sqrt"``: each task the sample offers (one
+    caption, description, conversation; its questions) weighted by the square root of its
+    size, InstructBLIP's rule for mixing datasets, applied per sample. ``instructions`` maps
+    'caption' / 'describe' to the instruction lists one is sampled from. ``held_out`` question
+    types (``QUESTION_TYPES``) are never trained on, so evaluation can report them as unseen
+    tasks. With ``instruction_tokenizer`` (an instruction-aware Q-Former's own, InstructBLIP)
+    the first user turn's text is also tokenised for the bridge as ``instruction_ids``.
     """
 
     def __init__(
@@ -115,8 +135,14 @@ class VLMCollator:
         is_encoder_decoder: bool = False,
         mode: str = "train",
         seed: int = 0,
+        held_out: Sequence[str] = (),
+        instruction_tokenizer: Any = None,
+        instruction_max_length: int = 32,
     ) -> None:
         tasks = task_weights(tasks)
+        unknown_types = set(held_out) - set(QUESTION_TYPES)
+        if unknown_types:
+            raise ValueError(f"unknown held-out question types {sorted(unknown_types)}; valid: {list(QUESTION_TYPES)}")
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; valid: {list(TASKS)}")
@@ -126,7 +152,7 @@ class VLMCollator:
         self.template = template
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
-        self.tasks = {k: float(v) for k, v in tasks.items() if v > 0}
+        self.tasks = {k: float(v) for k, v in tasks.items() if v > 0 or v != v}  # NaN: "sqrt"
         self.instructions = {k: list(v) for k, v in instructions.items()}
         self.is_encoder_decoder = is_encoder_decoder
         self.mode = mode
@@ -135,6 +161,9 @@ class VLMCollator:
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {IMAGE_PLACEHOLDER} token; add it as a special token")
         self.num_truncated = 0
+        self.held_out = tuple(held_out)
+        self.instruction_tokenizer = instruction_tokenizer
+        self.instruction_max_length = instruction_max_length
 
     # ---- conversations --------------------------------------------------------------
     def _rng(self, key: str) -> random.Random:
@@ -151,18 +180,43 @@ class VLMCollator:
         if task == "describe":
             return _single(self._instruction("describe", rng), _field(meta, "description"))
         if task == "vqa":
-            qa = rng.choice(_field(meta, "qa"))
+            qa = rng.choice(self.trainable_questions(meta))
             return _single(self.vqa_prompt(qa["question"]), qa["answer"])
         return list(_field(meta, "conversation"))
+
+    def trainable_questions(self, meta: Mapping[str, Any]) -> list[Mapping[str, str]]:
+        """The sample's questions minus the held-out types."""
+        return [qa for qa in _field(meta, "qa") if question_type(qa["question"]) not in self.held_out]
+
+    def sqrt_weights(self, sample: Mapping[str, Any]) -> dict[str, float]:
+        """Per-sample task weights: sqrt(number of examples of the task this sample offers)."""
+        meta = sample.get("meta", {})
+        sizes = {
+            "caption": 1,
+            "describe": int(bool(meta.get("description"))),
+            "conversation": int(bool(meta.get("conversation"))),
+            "vqa": len(self.trainable_questions(meta)) if meta.get("qa") else 0,
+        }
+        return {name: size**0.5 for name, size in sizes.items() if size}
 
     def vqa_prompt(self, question: str) -> str:
         """A short-answer question: the question plus the 'answer with one word' instruction."""
         suffix = (self.instructions.get("short_answer") or [""])[0]
         return f"{question} {suffix}".strip()
 
-    def sample_task(self, rng: random.Random) -> str:
-        names = list(self.tasks)
-        return rng.choices(names, weights=[self.tasks[n] for n in names])[0]
+    def sample_task(self, rng: random.Random, sample: Mapping[str, Any] | None = None) -> str:
+        weights = self.tasks
+        if any(w != w for w in weights.values()):  # "sqrt": NaN placeholders, weights from the sample
+            weights = self.sqrt_weights(sample or {"meta": {}})
+        names = list(weights)
+        return rng.choices(names, weights=[weights[n] for n in names])[0]
+
+    def instructions_batch(self, conversations: Sequence[Sequence[Turn]]) -> dict[str, torch.Tensor]:
+        """The first user turn of each conversation, tokenised for an instruction-aware Q-Former."""
+        texts = [c[0]["value"].replace(IMAGE_PLACEHOLDER, "").strip() for c in conversations]
+        tokens = self.instruction_tokenizer(texts, padding=True, truncation=True,
+                                            max_length=self.instruction_max_length, return_tensors="pt")
+        return {"instruction_ids": tokens["input_ids"], "instruction_mask": tokens["attention_mask"]}
 
     # ---- batches --------------------------------------------------------------------
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -174,16 +228,18 @@ class VLMCollator:
         return batch | (self._train(samples) if self.mode == "train" else self._eval(samples))
 
     def _train(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        encoded = []
+        encoded, conversations = [], []
         for s in samples:
             rng = self._rng(str(s.get("key", s["caption"])))
-            turns = self.conversation(s, self.sample_task(rng), rng)
+            turns = self.conversation(s, self.sample_task(rng, s), rng)
+            conversations.append(turns)
             encoded.append(self.encode(turns))
         self.num_truncated += sum(e.truncated for e in encoded)
         pad_id = self.tokenizer.pad_token_id
+        instructions = self.instructions_batch(conversations) if self.instruction_tokenizer is not None else {}
         if self.is_encoder_decoder:
-            return self._seq2seq(encoded, pad_id)
-        return {
+            return self._seq2seq(encoded, pad_id) | instructions
+        return instructions | {
             INPUT_IDS: pad([e.input_ids for e in encoded], pad_id),  # (B, L)
             ATTENTION_MASK: pad([[1] * len(e.input_ids) for e in encoded], 0),  # (B, L)
             LABELS: pad([e.labels for e in encoded], IGNORE_INDEX),  # (B, L)
@@ -223,10 +279,13 @@ class VLMCollator:
     def prompts(self, conversations: Sequence[Sequence[Turn]]) -> dict[str, torch.Tensor]:
         """Left-padded prompt batch for generation (new tokens then line up at the right)."""
         ids = [self.prompt_ids(turns) for turns in conversations]
-        return {
+        batch = {
             INPUT_IDS: pad(ids, self.tokenizer.pad_token_id, side="left"),
             ATTENTION_MASK: pad([[1] * len(i) for i in ids], 0, side="left"),
         }
+        if self.instruction_tokenizer is not None:
+            batch |= self.instructions_batch(conversations)
+        return batch
 
     def _eval(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Generation prompts: a caption request for every sample, and one of its questions
@@ -240,7 +299,7 @@ class VLMCollator:
                 "vqa_prompt": self.prompts(vqa_turns),
                 "questions": [qa["question"] for qa in vqa],
                 "answers": [qa["answer"] for qa in vqa],
-                "question_types": [qa.get("type") for qa in vqa],
+                "question_types": [qa.get("type") or question_type(qa["question"]) for qa in vqa],
             }
         return batch
 
@@ -262,7 +321,14 @@ def _field(meta: Mapping[str, Any], name: str) -> Any:
 
 
 def _last_supervised_start(labels: list[int]) -> int:
-    end = max(i for i, v in enumerate(labels) if v != IGNORE_INDEX)
+    supervised = [i for i, v in enumerate(labels) if v != IGNORE_INDEX]
+    if not supervised:
+        raise ValueError(
+            "an encoder-decoder LLM needs a target, and this sequence supervises nothing (the template "
+            "renders no assistant reply, or max_length cut it off): use a template with an assistant turn "
+            "or raise the model's max_length"
+        )
+    end = max(supervised)
     start = end
     while start > 0 and labels[start - 1] != IGNORE_INDEX:
         start -= 1

@@ -62,6 +62,8 @@ class VisionLanguageModule(ZooModule):
         notes: Sequence[str] = (),
         pretrained_parts: Mapping[str, Any] | None = None,
         evaluation: Evaluation | None = None,
+        held_out: Sequence[str] = (),
+        instruction_aware: bool = False,
     ) -> None:
         image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
         model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
@@ -73,6 +75,14 @@ class VisionLanguageModule(ZooModule):
         self.instructions = {k: list(v) for k, v in instructions.items()}
         self.max_length = max_length
         self.generation = {"max_new_tokens": 32, "do_sample": False, "num_beams": 1} | dict(generation or {})
+        self.held_out = tuple(held_out)
+        qformer = getattr(self.model.bridge, "qformer", None)
+        if instruction_aware and (qformer is None or not qformer.has_text):
+            raise ValueError(
+                "instruction_aware=true needs a Q-Former with its own text side: set bridge.qformer.tokenizer "
+                "(InstructBLIP's instruction-aware Q-Former), or instruction_aware=false"
+            )
+        self.instruction_aware = instruction_aware
         self.notes = list(notes)
         for note in self.notes:
             log.warning(note)
@@ -99,11 +109,15 @@ class VisionLanguageModule(ZooModule):
             instructions=self.instructions,
             is_encoder_decoder=getattr(self.model.llm, "is_encoder_decoder", False),
             mode="train" if train else "eval",
+            held_out=self.held_out,
+            instruction_tokenizer=self.model.bridge.qformer.tokenizer if self.instruction_aware else None,
+            instruction_max_length=self.model.bridge.qformer.max_text_length if self.instruction_aware else 0,
         )
 
     # ---- training -------------------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS])
+        out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS],
+                         batch.get("instruction_ids"), batch.get("instruction_mask"))
         if self.training and batch.get("num_truncated"):  # sequences cut at max_length (counted, reported)
             self.counters["truncated_sequences"] += int(batch["num_truncated"])
         return out.loss, {}
@@ -124,10 +138,12 @@ class VisionLanguageModule(ZooModule):
         options = self.generation | kwargs
         options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        instructions = {k: prompt[k].to(self.device) for k in ("instruction_ids", "instruction_mask") if k in prompt}
         return self.model.generate(
             pixel_values.to(self.device),
             prompt[INPUT_IDS].to(self.device),
             prompt[ATTENTION_MASK].to(self.device),
+            **instructions,
             **options,
         )
 

@@ -7,10 +7,12 @@ recipe (``mmzoo/recipes/<name>.yaml``: the overrides of an ordinary ``python -m 
 run once on first use into ``$MMZOO_CACHE/zoo/<name>-<key>``.
 
 The recipe runs on the data of the run that asks for it (so a zoo CLIP made for
-``data=folder`` is trained on that folder), and its cache key is a hash of the recipe's
-whole composed config (its zoo references replaced by their own keys), the package
-version and the identity of the data: editing a preset, a recipe or the data can never
-silently reuse a stale part.
+``data=folder`` is trained on that folder), and takes from that run what its ``inherit``
+list names (BLIP-2 stage 1 takes the asking model's Q-Former shape and encoder settings,
+so ``model=blip2 bridge.qformer.num_queries=16`` pretrains a 16-query Q-Former). Its cache
+key is a hash of the recipe's whole composed config (its zoo references replaced by their
+own keys), the package version and the identity of the data: editing a preset, a recipe
+or the data can never silently reuse a stale part.
 
     python -m mmzoo.zoo build clip    # make (or find) the cached CLIP run and print its path
     python -m mmzoo.zoo list
@@ -42,15 +44,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("MMZOO_CACHE", Path.home() / ".cache" / "mmzoo")) / "zoo"
 
 
+def _recipe_files() -> dict[str, dict[str, Any]]:
+    folder = resources.files("mmzoo") / "recipes"
+    return {
+        path.name.removesuffix(".yaml"): yaml.safe_load(path.read_text())
+        for path in sorted(folder.iterdir(), key=lambda p: p.name)
+        if path.name.endswith(".yaml")
+    }
+
+
 def recipes() -> dict[str, list[str]]:
     """Recipe name -> overrides, from ``mmzoo/recipes/*.yaml`` (kept out of the config tree
     so that they do not show up as a config group)."""
-    folder = resources.files("mmzoo") / "recipes"
-    out = {}
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if path.name.endswith(".yaml"):
-            out[path.name.removesuffix(".yaml")] = [str(o) for o in yaml.safe_load(path.read_text())["overrides"]]
-    return out
+    return {name: [str(o) for o in spec["overrides"]] for name, spec in _recipe_files().items()}
+
+
+def inherited_keys(name: str) -> list[str]:
+    """Config paths a recipe takes from the run that asks for it (besides ``data``, always)."""
+    return [str(k) for k in _recipe_files().get(name, {}).get("inherit", [])]
 
 
 def _check_name(name: str) -> list[str]:
@@ -60,17 +71,27 @@ def _check_name(name: str) -> list[str]:
     return known[name]
 
 
-def recipe_config(name: str, data: DictConfig | None = None) -> DictConfig:
-    """The composed run config of recipe ``name`` on ``data`` (a run's data node; default: the embedded data)."""
+def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
+    """The composed run config of recipe ``name`` for the run config ``parent`` (its data and
+    the keys the recipe inherits; default: the embedded data)."""
     from mmzoo.compose import compose_config
 
     overrides = _check_name(name)
+    data = parent.get("data") if parent is not None else None
     if data is not None and data.get("name"):
         overrides = [*overrides, f"data={data.name}"]
     cfg = compose_config(overrides)
+    OmegaConf.set_struct(cfg, False)
     if data is not None:
-        OmegaConf.set_struct(cfg, False)
         cfg.data = data.copy()
+    for path in inherited_keys(name) if parent is not None else ():
+        value = OmegaConf.select(parent, path)
+        if value is None:
+            continue
+        mine = OmegaConf.select(cfg, path)
+        if isinstance(value, DictConfig) and isinstance(mine, DictConfig):
+            value = OmegaConf.merge(mine, value)
+        OmegaConf.update(cfg, path, value, merge=False, force_add=True)
     return cfg
 
 
@@ -103,27 +124,27 @@ def data_identity(data: DictConfig) -> str:
     return "\n".join(parts)
 
 
-def recipe_key(name: str, data: DictConfig | None = None) -> str:
+def recipe_key(name: str, parent: DictConfig | None = None) -> str:
     """Hash of the recipe's composed config (nested zoo references by their keys), the package
     version and the data identity."""
     from mmzoo.version import __version__
 
-    cfg = recipe_config(name, data)
+    cfg = recipe_config(name, parent)
     container = OmegaConf.to_container(cfg, resolve=True)
-    container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg.data))
+    container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg))
     text = json.dumps(container, sort_keys=True, default=str)
     digest = hashlib.sha256("\n".join([text, __version__, data_identity(cfg.data)]).encode())
     return digest.hexdigest()[:12]
 
 
-def recipe_dir(name: str, data: DictConfig | None = None) -> Path:
-    return cache_root() / f"{name}-{recipe_key(name, data)}"
+def recipe_dir(name: str, parent: DictConfig | None = None) -> Path:
+    return cache_root() / f"{name}-{recipe_key(name, parent)}"
 
 
 Trainer = Callable[[DictConfig, Path], Any]  # (config, run directory) -> metrics: mmzoo.run.train_and_evaluate
 
 
-def resolve(ref: str, data: DictConfig | None = None, make: Trainer | None = None) -> str:
+def resolve(ref: str, parent: DictConfig | None = None, make: Trainer | None = None) -> str:
     """A run directory for ``ref``: itself, or for ``zoo:<name>`` the cached recipe run.
 
     ``make`` trains a recipe that is not cached yet; without it that is an error saying
@@ -132,7 +153,7 @@ def resolve(ref: str, data: DictConfig | None = None, make: Trainer | None = Non
     if not ref.startswith(PREFIX):
         return ref
     name = ref[len(PREFIX):]
-    target = recipe_dir(name, data)
+    target = recipe_dir(name, parent)
     if (target / "model.safetensors").is_file():
         return str(target)
     if make is None:
@@ -140,25 +161,24 @@ def resolve(ref: str, data: DictConfig | None = None, make: Trainer | None = Non
             f"{ref} is not made yet (it would be {target}). `python -m mmzoo.run` makes it on first use; "
             f"or run `python -m mmzoo.zoo build {name}` first."
         )
-    return str(build(name, make, data))
+    return str(build(name, make, parent))
 
 
 def resolve_config(cfg: DictConfig, make: Trainer | None = None) -> DictConfig:
     """``cfg`` with every ``zoo:`` reference replaced by its run directory (made by ``make``)."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    data = cfg.get("data")
-    resolved = _map_refs(container, lambda ref: resolve(ref, data, make=make))
+    resolved = _map_refs(container, lambda ref: resolve(ref, cfg, make=make))
     out = OmegaConf.create(resolved)
     OmegaConf.set_struct(out, False)
     return out
 
 
-def build(name: str, make: Trainer, data: DictConfig | None = None) -> Path:
+def build(name: str, make: Trainer, parent: DictConfig | None = None) -> Path:
     """Run the recipe once with ``make`` (atomically: an interrupted build never looks finished)."""
-    target = recipe_dir(name, data)
+    target = recipe_dir(name, parent)
     if (target / "model.safetensors").is_file():
         return target
-    cfg = recipe_config(name, data)
+    cfg = recipe_config(name, parent)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
