@@ -129,3 +129,11 @@ def qformer_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Pat
     out = tmp_path_factory.mktemp("runs") / "qformer"
     run_zoo(out, [*overrides, f"encoder.from_run={clip_run}", "trainer.max_steps=150"])
     return out
+
+
+@pytest.fixture(scope="session")
+def blip2_stage1_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Path:
+    """A tiny BLIP-2 stage 1 (ITC + ITM + ITG) on the frozen tiny CLIP ViT (what zoo:blip2_stage1 makes)."""
+    out = tmp_path_factory.mktemp("runs") / "blip2_stage1"
+    run_zoo(out, ["experiment=blip2_stage1", f"encoder.from_run={clip_run}", "trainer.max_steps=150"])
+    return out

@@ -182,7 +182,12 @@ class VLMCollator:
         if task == "vqa":
             qa = rng.choice(self.trainable_questions(meta))
             return _single(self.vqa_prompt(qa["question"]), qa["answer"])
-        return list(_field(meta, "conversation"))
+        turns = list(_field(meta, "conversation"))
+        if self.held_out:  # a held-out kind of question is unseen in every task, conversations too
+            turns = without_held_out(turns, self.held_out)
+            if not turns:
+                return _single(self._instruction("caption", rng), sample["caption"])
+        return turns
 
     def trainable_questions(self, meta: Mapping[str, Any]) -> list[Mapping[str, str]]:
         """The sample's questions minus the held-out types."""
@@ -306,6 +311,18 @@ class VLMCollator:
     def _caption_instruction(self) -> str:
         options = self.instructions.get("caption") or [""]
         return options[0]
+
+
+def without_held_out(turns: Sequence[Turn], held_out: Sequence[str]) -> list[Turn]:
+    """The conversation minus its (question, answer) pairs of held-out kinds; the image
+    placeholder moves to the first remaining question."""
+    pairs = [(turns[i], turns[i + 1]) for i in range(0, len(turns) - 1, 2)]
+    kept = [(q, a) for q, a in pairs if question_type(q["value"].replace(IMAGE_PLACEHOLDER, "").strip()) not in held_out]
+    out: list[Turn] = []
+    for i, (q, a) in enumerate(kept):
+        text = q["value"].replace(IMAGE_PLACEHOLDER, "").strip()
+        out += [{"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n{text}" if i == 0 else text}, dict(a)]
+    return out
 
 
 def _single(instruction: str, answer: str) -> list[Turn]:
