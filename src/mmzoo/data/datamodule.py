@@ -120,7 +120,7 @@ class ShardDataModule(L.LightningDataModule):
         pipeline = make_pipeline(
             urls,
             transform=transform,
-            collate=self.collate if train else self.eval_collate,
+            collate=self.collate if train or split == "val" else self.eval_collate,  # val: the loss, teacher-forced
             batch_size=batch_size,
             shuffle_buffer=self.shuffle_buffer if train else 0,
             resampled=resampled,
@@ -166,6 +166,7 @@ class ShapesDataModule(ShardDataModule):
         self,
         train_size: int = 20000,
         test_size: int = 1000,
+        val: str | list[str] | None = None,
         name: str = "shapes",
         seed: int = 0,
         image_size: int = 64,
@@ -179,7 +180,7 @@ class ShapesDataModule(ShardDataModule):
         zero_shot: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            None, None, None, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
+            None, None, val, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
             zero_shot,
         )
         self.shapes_args = {
