@@ -105,6 +105,11 @@ def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], what: str
     are saved once by safetensors; a name missing from ``state`` is fine when a name it
     shares storage with was loaded.
     """
+    own = module.state_dict()
+    state = {  # runs saved before scalars became (1,)-shaped (FSDP) still load
+        k: v.reshape(own[k].shape) if k in own and v.shape != own[k].shape and v.numel() == own[k].numel() == 1 else v
+        for k, v in state.items()
+    }
     try:
         missing, unexpected = module.load_state_dict(dict(state), strict=False)
     except RuntimeError as err:  # shape mismatches: say which run and why it may happen

@@ -29,7 +29,7 @@ RULES = (
     Rule(r"text_model\.(.+)", (r"text.model.\1",)),
     Rule(r"visual_projection\.weight", ("bridge.projector.layers.0.weight",)),
     Rule(r"text_projection\.weight", ("text_projection.weight",)),
-    Rule(r"logit_scale", ("logit_scale",)),
+    Rule(r"logit_scale", ("logit_scale",), "scalar"),
 )
 
 

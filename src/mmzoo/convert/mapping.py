@@ -28,8 +28,8 @@ TRANSFORMS: dict[
 ] = {
     # ``x @ P`` parameters (open_clip's projections, (in, out)) <-> ``nn.Linear`` weights (out, in)
     "T": (lambda t: t.t(), lambda t: t.t()),
-    # a (1,)-shaped scalar (open_clip's ``nonscalar_logit_scale``) -> ()
-    "scalar": (lambda t: t.reshape(()), None),
+    # a scalar, () or (1,) (open_clip's ``nonscalar_logit_scale``) <-> the zoo's (1,) (FSDP-shardable)
+    "scalar": (lambda t: t.reshape(1), lambda t: t.reshape(())),
 }
 
 

@@ -72,7 +72,8 @@ class BlipModel(nn.Module):
         self.vision_proj = nn.Linear(encoder.dim, embed_dim)
         self.text_proj = nn.Linear(self.text.dim, embed_dim)
         self.itm_head = nn.Linear(self.text.dim, 2)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+        # shape (1,), not (): FSDP cannot shard scalar parameters (open_clip's nonscalar_logit_scale)
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / init_temperature)))
         self.max_logit_scale = max_logit_scale
         self.label_smoothing = label_smoothing
         self.prompt_length = prompt_length
@@ -84,7 +85,7 @@ class BlipModel(nn.Module):
 
     def scale(self) -> torch.Tensor:
         """exp(learned log-scale), clamped (BLIP clamps its temperature the same way)."""
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale).squeeze(0)  # ()
 
     # ---- features (retrieval, zero-shot) ----------------------------------------------
     def image_features(self, image_tokens: torch.Tensor) -> torch.Tensor:

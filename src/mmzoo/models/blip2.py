@@ -100,7 +100,8 @@ class Blip2Stage1(nn.Module):
         self.text_projection = nn.Linear(qformer.dim, embed_dim)
         self.itm_head = nn.Linear(qformer.dim, 2)
         self.lm_head = QFormerLMHead(qformer.config)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+        # shape (1,), not (): FSDP cannot shard scalar parameters (open_clip's nonscalar_logit_scale)
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / init_temperature)))
         self.max_logit_scale = max_logit_scale
         self.label_smoothing = label_smoothing
         self.embed_dim = embed_dim
@@ -123,7 +124,7 @@ class Blip2Stage1(nn.Module):
         return self.bridge.qformer.tokenizer
 
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale).squeeze(0)  # ()
 
     # ---- features (retrieval) -----------------------------------------------------------
     def image_features(self, image_tokens: torch.Tensor) -> torch.Tensor:

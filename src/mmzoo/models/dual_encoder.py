@@ -43,7 +43,8 @@ class DualEncoder(nn.Module):
         keeps_tokens = getattr(self.bridge, "preserves_tokens", True)
         self.image_norm = nn.LayerNorm(encoder.dim) if keeps_tokens else nn.Identity()
         self.text_projection = nn.Linear(text.dim, embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+        # shape (1,), not (): FSDP cannot shard scalar parameters (open_clip's nonscalar_logit_scale)
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / init_temperature)))
         self.max_logit_scale = max_logit_scale
         self.embed_dim = embed_dim
 
@@ -60,7 +61,7 @@ class DualEncoder(nn.Module):
 
     def scale(self) -> torch.Tensor:
         """exp(learned log-scale), clamped as in CLIP so training cannot diverge through it."""
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale).squeeze(0)  # ()
 
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
