@@ -126,6 +126,23 @@ def load_pretrained(module: L.LightningModule, source: str) -> int:
     return loaded
 
 
+def read_real_checkpoint(cfg: DictConfig, model: str | None) -> Any:
+    """The checkpoint ``pretrained`` names (transformers dir or hub id, ``open_clip:<name>``),
+    read for the zoo; it must be of the chosen ``model``."""
+    from mmzoo.convert import read_checkpoint
+
+    imported = read_checkpoint(str(cfg.pretrained))
+    if model and imported.model != model:
+        raise ValueError(f"pretrained={cfg.pretrained} is a {imported.model!r} checkpoint: run it with model={imported.model}")
+    return imported
+
+
+def convert_config(cfg: DictConfig, imported: Any) -> DictConfig:
+    from mmzoo.convert import pretrained_config
+
+    return pretrained_config(cfg, imported)
+
+
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit (resuming if the run directory holds a checkpoint), test, and write the run directory."""
     cfg = check_config(cfg)
@@ -134,10 +151,18 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     picked = choices(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
+    imported = None
+    if cfg.get("pretrained") and not str(cfg.pretrained).startswith(zoo.PREFIX) and not rundir.is_run_dir(cfg.pretrained):
+        imported = read_real_checkpoint(cfg, picked.get("model"))
+        cfg = convert_config(cfg, imported)
     cfg = zoo.resolve_config(cfg, make=train_and_evaluate)  # the zoo's own parts, made once, before building
     build_cfg, saved_cfg = rundir.resolve_parts(cfg)
     module, datamodule, trainer = build(build_cfg, run_dir)
-    if cfg.get("pretrained"):
+    if imported is not None:
+        from mmzoo.convert import fill_model
+
+        fill_model(module.model, imported)
+    elif cfg.get("pretrained"):
         load_pretrained(module, str(cfg.pretrained))
     saved_cfg = OmegaConf.create(OmegaConf.to_container(saved_cfg, resolve=True))
     saved_cfg.choices = picked
@@ -159,7 +184,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path="last", weights_only=True)
         train_seconds = time.perf_counter() - started
         train_samples = int(trainer.global_step) * int(datamodule.batch_size) * trainer.world_size
-        state = trainer.strategy.lightning_module_state_dict()  # a collective under FSDP: every rank
+    if cfg.stage == "fit" or cfg.get("pretrained"):  # a run of pretrained weights is self-contained too
+        # after fit, a collective under FSDP (every rank gathers); before any fit, not sharded yet
+        state = trainer.strategy.lightning_module_state_dict() if cfg.stage == "fit" else module.state_dict()
         if trainer.is_global_zero:
             rundir.save_weights({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, run_dir)
     started = time.perf_counter()

@@ -50,6 +50,11 @@ def _resolve_run_paths(value: Any, run_dir: Path) -> Any:
     return value
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """A zoo run directory (its config and weights), as opposed to a real checkpoint."""
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / WEIGHTS_FILE).is_file()
+
+
 def read_config(run_dir: str | Path) -> DictConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
