@@ -62,15 +62,17 @@ def test_cli_trains_evaluates_writes_run_dir_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_gathers_the_whole_test_split(tmp_path):
-    """Lightning DDP (gloo, 2 CPU ranks): the ITC loss gathers features across ranks, evaluation
-    sees every rank's shard, and rank 0 alone writes the run directory."""
+    """Lightning DDP (gloo, 2 CPU ranks) on the data as it comes (the test split is one shard):
+    the ITC loss gathers features across ranks, evaluation splits the shard by sample and sees
+    every sample once, and rank 0 alone writes the run directory."""
     run_dir = tmp_path / "ddp"
-    args = [*TINY_DATA, "data.samples_per_shard=64", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    args = [*TINY_DATA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
             "trainer.precision=32-true", "trainer.max_steps=3", f"hydra.run.dir={run_dir}"]
     out = mmzoo_run(*args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3
-    # 128 test samples in 2 shards of 64: one per rank; chance R@1 is computed over all of them
+    assert metrics["train"]["loss_first"] is not None and metrics["train"]["loss_last"] is not None
+    # 128 test samples in one shard, split by sample across the ranks: all of them are ranked
     assert 0 < metrics["metrics"]["retrieval/chance_r1"] < 1 / 64
     assert out.stdout.count("mmzoo · clip") == 1  # one metrics table, from rank 0

@@ -17,6 +17,14 @@ from PIL import Image
 from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER
 
 
+def load_image(path: str) -> Image.Image:
+    """An RGB image from ``path``; a clear ``OSError``/``ValueError`` when it is not one."""
+    if not path:
+        raise ValueError("give a path: /image PATH")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def chat(module, image: Image.Image, lines: TextIO, out: TextIO, **generate_kwargs) -> list[dict[str, str]]:
     """Run the loop over ``lines``; returns the final conversation."""
     turns: list[dict[str, str]] = []
@@ -30,10 +38,18 @@ def chat(module, image: Image.Image, lines: TextIO, out: TextIO, **generate_kwar
             turns = []
             print("(conversation reset)", file=out)
             continue
-        if line.startswith("/image "):
-            image = Image.open(line.split(" ", 1)[1]).convert("RGB")
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                image = load_image(path)
+            except (OSError, ValueError) as err:  # a typo must not cost the conversation
+                print(f"(could not open {path!r}: {err}; still talking about the previous image)", file=out)
+                continue
             turns = []
             print("(new image; conversation reset)", file=out)
+            continue
+        if line.startswith("/"):
+            print(f"(unknown command {line.split()[0]!r}: /image PATH, /reset, /quit)", file=out)
             continue
         value = f"{IMAGE_PLACEHOLDER}\n{line}" if not turns else line
         turns.append({"from": HUMAN, "value": value})
@@ -59,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     if not hasattr(module, "generate"):
         raise SystemExit(f"{args.run} holds a {type(module).__name__}, which does not generate text")
     if args.image:
-        image = Image.open(args.image).convert("RGB")
+        try:
+            image = load_image(args.image)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"could not open --image {args.image}: {err}") from None
     else:
         from mmzoo.data.shapes import make_sample
 

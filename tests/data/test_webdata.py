@@ -218,3 +218,24 @@ def test_shapes_datamodule_fits_with_lightning(collate) -> None:
     # 2 shards x 20 samples, one per worker, full batches of 8 only: 2 x 2 batches per epoch
     assert trainer.num_training_batches == 4 and trainer.global_step == 8
     assert json.loads(json.dumps(dm.errors.counts)) == {}
+
+
+def test_a_split_with_fewer_shards_than_ranks_is_dealt_by_sample(shapes_shards, collate, monkeypatch):
+    """Two ranks, one shard: each rank keeps every other sample; together they see each once,
+    and the announced batch counts match what each rank yields."""
+    from mmzoo.data.sample_errors import SampleErrors
+    from mmzoo.data.webdata import image_transform, make_pipeline, num_batches, shard_counts
+
+    first_shard = sorted(shapes_shards.glob("*.tar"))[:1]
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        pipeline = make_pipeline([str(p) for p in first_shard], transform=image_transform(32), collate=collate,
+                                 batch_size=3, shuffle_buffer=0, errors=SampleErrors(), world_size=2, split="samples")
+        batches = list(pipeline)
+        assert len(batches) == num_batches(shard_counts([str(p) for p in first_shard]), 3, rank=rank, world_size=2,
+                                           split="samples")
+        seen.append([k for b in batches for k in b["keys"]])
+    assert not set(seen[0]) & set(seen[1])
+    assert len(seen[0]) + len(seen[1]) == 10

@@ -108,15 +108,12 @@ class ShardDataModule(L.LightningDataModule):
         batch_size = self.batch_size if train else self.eval_batch_size
         resampled = self.resampled and train
         workers = self.num_workers
-        if not train and len(urls) < world_size * max(1, workers):  # a small test split: fewer workers
-            workers = min(workers, max(1, len(urls) // world_size))
-            log.info(
-                "%s: %d shard(s) feed %d worker(s) per rank, not %d",
-                split,
-                len(urls),
-                workers,
-                self.num_workers,
-            )
+        # an evaluation split with fewer shards than readers (one test shard, two ranks) is
+        # split by sample: every sample is still seen exactly once, and no rank starves
+        dealing = "samples" if not train and len(urls) < world_size * max(1, workers) else "shards"
+        if dealing == "samples":
+            log.info("%s: %d shard(s) for %d rank(s) x %d worker(s): splitting by sample", split, len(urls),
+                     world_size, max(1, workers))
         pipeline = make_pipeline(
             urls,
             transform=transform,
@@ -130,6 +127,7 @@ class ShardDataModule(L.LightningDataModule):
             world_size=world_size,
             partial=not train,
             epoch=self._train_epoch if train else SharedEpoch(),
+            split=dealing,
         )
         counts = shard_counts(urls)
         if counts is None:
@@ -138,7 +136,8 @@ class ShardDataModule(L.LightningDataModule):
             length = max(1, sum(counts) // (world_size * max(1, workers) * batch_size)) * max(1, workers)
         else:
             length = num_batches(
-                counts, batch_size, rank=rank, world_size=world_size, num_workers=workers, partial=not train
+                counts, batch_size, rank=rank, world_size=world_size, num_workers=workers, partial=not train,
+                split=dealing,
             )
         return ShardLoader(pipeline, num_workers=workers, length=length, persistent_workers=False)
 

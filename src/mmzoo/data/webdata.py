@@ -191,6 +191,34 @@ def image_transform(
     )
 
 
+class _Uncounted:
+    """Drops shard-level problems: when every reader reads every shard (``split="samples"``),
+    only the first reader counts them, so each problem is counted once."""
+
+    def skip(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def convert(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def report(self) -> str:
+        return "(counted by the first reader)"
+
+
+def _my_samples(urls: Iterator[dict[str, str]], errors: SampleErrors, max_member_bytes: int) -> Iterator[dict]:
+    """Every shard's samples, keeping every ``consumers``-th one from this reader's offset.
+
+    For splits with fewer shards than readers (an evaluation split of one shard under DDP):
+    each sample is still read by exactly one rank and worker.
+    """
+    rank, world, worker, workers = wds.utils.pytorch_worker_info()
+    me, consumers = rank * workers + worker, world * workers
+    counted = errors if me == 0 else _Uncounted()
+    for i, sample in enumerate(read_shards(urls, errors=counted, max_member_bytes=max_member_bytes)):
+        if i % consumers == me:
+            yield sample
+
+
 def make_pipeline(
     urls: str | Sequence[str],
     *,
@@ -209,6 +237,7 @@ def make_pipeline(
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
     max_member_bytes: int = MAX_MEMBER_BYTES,
+    split: str = "shards",
 ) -> wds.DataPipeline:
     """Batches ``collate([{"key", "image": (3, H, W), "caption", "meta"}, ...])`` from shards.
 
@@ -220,12 +249,23 @@ def make_pipeline(
     shards are drawn with replacement forever and an epoch is cut at ``samples_per_epoch``
     (default: the dataset size) samples per rank. ``epoch`` (shared) reseeds the shuffles;
     ``ShardLoader`` advances it. The returned pipeline has ``.epoch``.
+
+    ``split="shards"`` deals shards to ranks and workers (web-scale data); ``"samples"``
+    lets every reader read every shard and keep its share of the samples, for splits with
+    fewer shards than readers (evaluation under DDP), where dealing shards would starve a rank.
     """
+    if split not in ("shards", "samples"):
+        raise ValueError(f"split must be 'shards' or 'samples', got {split!r}")
     urls = expand_urls(urls)
     epoch = epoch or SharedEpoch()
     consumers = world_size * max(1, num_workers)
+    reader = bind(read_shards, errors=errors, max_member_bytes=max_member_bytes,
+                  give_up_after=max(100, 10 * len(urls)) if resampled else None)  # fmt: skip
     if resampled:
         source: list[Any] = [ResampledShardList(urls, seed, epoch, shuffle=True)]
+    elif split == "samples":
+        source = [ShardList(urls, seed, epoch, shuffle=False)]
+        reader = bind(_my_samples, errors=errors, max_member_bytes=max_member_bytes)
     else:
         if len(urls) < consumers:
             raise ValueError(
@@ -241,9 +281,7 @@ def make_pipeline(
         ]
     stages = [
         *source,
-        # an endless draw from shards that all fail would spin forever: give up, loudly
-        bind(read_shards, errors=errors, max_member_bytes=max_member_bytes,
-             give_up_after=max(100, 10 * len(urls)) if resampled else None),  # fmt: skip
+        reader,  # (an endless draw from shards that all fail gives up, loudly)
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
         wds.map(bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
         wds.map(bind(_apply_transform, transform), handler=errors),
@@ -269,8 +307,15 @@ def num_batches(
     world_size: int = 1,
     num_workers: int = 0,
     partial: bool = True,
+    split: str = "shards",
 ) -> int:
-    """Batches one rank yields per epoch when shards are dealt round-robin to ranks, then workers."""
+    """Batches one rank yields per epoch when shards are dealt round-robin to ranks, then workers.
+
+    With ``split="samples"`` every reader keeps every ``world * workers``-th sample instead."""
+    if split == "samples":
+        total, consumers = sum(counts), world_size * max(1, num_workers)
+        per_worker = [len(range(rank * max(1, num_workers) + w, total, consumers)) for w in range(max(1, num_workers))]
+        return sum(-(-n // batch_size) if partial else n // batch_size for n in per_worker)
     mine = list(counts)[rank::world_size]
     workers = max(1, num_workers)
     per_worker = [sum(mine[w::workers]) for w in range(workers)]
