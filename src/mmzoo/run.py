@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import time
 import warnings
@@ -38,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmzoo import rundir, zoo
 from mmzoo.presets import SEARCH_PATH
+from mmzoo.provenance import peak_memory, provenance
 from mmzoo.report import print_metrics
 
 log = logging.getLogger("mmzoo.run")
@@ -210,7 +210,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "loss_first": module.train_losses[0] if module.train_losses else None,
             "loss_last": _tail_mean(module.train_losses),
         },
-        "eval": {"seconds": round(eval_seconds, 1)},
+        "eval": {"seconds": round(eval_seconds, 1), "samples": module.evaluation.samples},
         "memory": peak_memory(),
         "data": {
             "train_samples": datamodule.num_train_samples,
@@ -218,11 +218,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             **module.counters,
         },
         "lineage": OmegaConf.to_container(saved_cfg.lineage),
+        "provenance": provenance(saved_cfg, datamodule.train, datamodule.test),
     }
     if not trainer.is_global_zero:  # every rank holds the gathered results; one writes them
         return metrics
     rundir.write_metrics(run_dir, metrics)
     write_examples(module.examples[: cfg.num_examples], run_dir)
+    write_example_images(module, run_dir)
     if datamodule.errors.total:
         log.warning("skipped %d bad samples: %s", datamodule.errors.total, datamodule.errors.report())
     print_metrics(metrics, run_dir)
@@ -238,11 +240,20 @@ def write_examples(examples: list[dict[str, Any]], run_dir: Path) -> None:
             f.write(json.dumps(example) + "\n")
 
 
-def peak_memory() -> dict[str, float | None]:
-    """Peak resident memory of this process (and the GPU's peak allocation), in MiB."""
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"cpu_rss_mb": round(rss_kb / 1024, 1), "gpu_max_allocated_mb": gpu}
+def write_example_images(module: L.LightningModule, run_dir: Path) -> None:
+    """``examples/<key>.png``: the first test images as the model saw them (un-normalised), for
+    the leaderboard's side-by-side page."""
+    images = getattr(module.evaluation, "images", {})
+    encoder = getattr(module.model, "encoder", None)
+    if not images or encoder is None:
+        return
+    from torchvision.transforms.functional import to_pil_image
+
+    mean, std = torch.tensor(encoder.mean)[:, None, None], torch.tensor(encoder.std)[:, None, None]
+    folder = run_dir / "examples"
+    folder.mkdir(exist_ok=True)
+    for key, pixels in images.items():
+        to_pil_image((pixels.float() * std + mean).clamp(0, 1)).save(folder / f"{key}.png")
 
 
 def overrides() -> list[str]:

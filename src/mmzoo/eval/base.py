@@ -98,6 +98,8 @@ class Evaluation:
     ``None`` entries are skipped, so a config can drop one with ``evaluation.evaluators.X=null``.
     """
 
+    KEEP_IMAGES = 16  # test images kept for the run's examples/ (the leaderboard shows them side by side)
+
     def __init__(self, evaluators: Mapping[str, Evaluator | None], blind: Sequence[str] = ()) -> None:
         self.evaluators = {name: ev for name, ev in evaluators.items() if ev is not None}
         for name, ev in self.evaluators.items():
@@ -110,6 +112,8 @@ class Evaluation:
         self.reset()
 
     def reset(self) -> None:
+        self.images: dict[str, torch.Tensor] = {}  # sample key -> (3, H, W) as the model saw it
+        self.samples = 0
         self._blind_copies = {
             cond: {name: copy.deepcopy(ev) for name, ev in self.evaluators.items() if ev.blind} for cond in self.blind
         }
@@ -124,6 +128,9 @@ class Evaluation:
         step = EvalStep(module, batch)
         for ev in self.evaluators.values():
             ev.update(step)
+        for record, pixels in zip(step.records, batch.get(PIXEL_VALUES, []), strict=False):
+            if len(self.images) < self.KEEP_IMAGES and record.get("key") is not None:
+                self.images[str(record["key"])] = pixels.detach().cpu()
         for cond, copies in self._blind_copies.items():
             if not copies:
                 continue
@@ -136,7 +143,9 @@ class Evaluation:
         """Every metric as ``<evaluator>/<metric>`` (``...@<condition>`` for blind runs)."""
         results: dict[str, float] = {}
         for name, ev in self.evaluators.items():
-            results |= {f"{name}/{k}": v for k, v in ev.compute(module, gather_objects(ev.rows)).items()}
+            rows = gather_objects(ev.rows)
+            self.samples = max(self.samples, len(rows))
+            results |= {f"{name}/{k}": v for k, v in ev.compute(module, rows).items()}
         for cond, copies in self._blind_copies.items():
             for name, ev in copies.items():
                 results |= {f"{name}/{k}@{cond}": v for k, v in ev.compute(module, gather_objects(ev.rows)).items()}
