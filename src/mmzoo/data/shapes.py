@@ -28,7 +28,8 @@ COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("left", "right", "top", "bottom", "center")
 SPLITS = ("train", "test")
-GENERATOR_VERSION = 1  # bump when rendering or text changes, so cached shards are rebuilt
+QA_TYPES = ("colour", "shape", "position", "count", "exists")
+GENERATOR_VERSION = 2  # bump when rendering or text changes, so cached shards are rebuilt
 
 _RGB = {
     "red": (215, 40, 40),
@@ -151,47 +152,36 @@ def caption(objects: list[Obj]) -> str:
     return " and ".join(f"{_a(c)} {c} {s} {_WHERE[p]}" for c, s, p in objects) + "."
 
 
+def _q(kind: str, question: str, answer: str, sentence: str) -> dict[str, str]:
+    return {"type": kind, "question": question, "answer": answer, "sentence": sentence}
+
+
 def _qa(objects: list[Obj], rng: random.Random) -> list[dict[str, str]]:
-    """3-5 single-word QA pairs, each with a full-sentence answer under ``"sentence"``."""
+    """3-5 single-word QA pairs, each with its ``type`` (one of ``QA_TYPES``) and a
+    full-sentence answer under ``"sentence"``."""
     n = len(objects)
     shapes = [s for _, s, _ in objects]
     cands: list[dict[str, str]] = []
     for c, s, p in objects:
         name = s if shapes.count(s) == 1 else f"{s} {_WHERE[p]}"
-        cands.append(
-            {"question": f"what colour is the {name}?", "answer": c, "sentence": f"the {name} is {c}."}
-        )
-        cands.append(
-            {
-                "question": f"what shape is {_WHERE[p]}?",
-                "answer": s,
-                "sentence": f"there is a {s} {_WHERE[p]}.",
-            }
-        )
-        cands.append(
-            {"question": f"where is the {c} {s}?", "answer": p, "sentence": f"the {c} {s} is {_WHERE[p]}."}
-        )
+        cands.append(_q("colour", f"what colour is the {name}?", c, f"the {name} is {c}."))
+        cands.append(_q("shape", f"what shape is {_WHERE[p]}?", s, f"there is a {s} {_WHERE[p]}."))
+        cands.append(_q("position", f"where is the {c} {s}?", p, f"the {c} {s} is {_WHERE[p]}."))
     sentence = "there is one shape." if n == 1 else "there are two shapes."
-    cands.append({"question": "how many shapes are there?", "answer": _NUMBER[n], "sentence": sentence})
+    cands.append(_q("count", "how many shapes are there?", _NUMBER[n], sentence))
     c, s, _ = rng.choice(objects)
     ac = f"{_a(c)} {c}"
-    cands.append({"question": f"is there {ac} {s}?", "answer": "yes", "sentence": f"yes, there is {ac} {s}."})
+    cands.append(_q("exists", f"is there {ac} {s}?", "yes", f"yes, there is {ac} {s}."))
     present = {(c, s) for c, s, _ in objects}
     c, s = rng.choice([(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present])
-    cands.append(
-        {"question": f"is there {_a(c)} {c} {s}?", "answer": "no", "sentence": f"no, there is no {c} {s}."}
-    )
+    cands.append(_q("exists", f"is there {_a(c)} {c} {s}?", "no", f"no, there is no {c} {s}."))
     p = rng.choice(POSITIONS)
     s = rng.choice(SHAPES)
     w = _WHERE[p]
     if any(o[1:] == (s, p) for o in objects):
-        cands.append(
-            {"question": f"is there a {s} {w}?", "answer": "yes", "sentence": f"yes, there is a {s} {w}."}
-        )
+        cands.append(_q("exists", f"is there a {s} {w}?", "yes", f"yes, there is a {s} {w}."))
     else:
-        cands.append(
-            {"question": f"is there a {s} {w}?", "answer": "no", "sentence": f"no, there is no {s} {w}."}
-        )
+        cands.append(_q("exists", f"is there a {s} {w}?", "no", f"no, there is no {s} {w}."))
     return rng.sample(cands, rng.randint(3, 5))
 
 
@@ -253,7 +243,7 @@ def make_sample(
         "scene": scene_string(objects),
         "objects": [{"colour": c, "shape": s, "position": p} for c, s, p in objects],
         "labels": {"colour": COLOURS.index(c0), "shape": SHAPES.index(s0), "count": len(objects)},
-        "qa": [{"question": q["question"], "answer": q["answer"]} for q in qa],
+        "qa": [{"question": q["question"], "answer": q["answer"], "type": q["type"]} for q in qa],
         "description": desc,
         "conversation": conversation(cap, desc, qa, rng),
     }
