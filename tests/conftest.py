@@ -135,5 +135,5 @@ def qformer_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Pat
 def blip2_stage1_run(tmp_path_factory: pytest.TempPathFactory, clip_run: Path) -> Path:
     """A tiny BLIP-2 stage 1 (ITC + ITM + ITG) on the frozen tiny CLIP ViT (what zoo:blip2_stage1 makes)."""
     out = tmp_path_factory.mktemp("runs") / "blip2_stage1"
-    run_zoo(out, ["experiment=blip2_stage1", f"encoder.from_run={clip_run}", "trainer.max_steps=150"])
+    run_zoo(out, ["experiment=blip2_stage1", f"encoder.from_run={clip_run}", "trainer.max_steps=300"])
     return out

@@ -150,3 +150,22 @@ def _step(module, batch):
     from mmzoo.eval.base import EvalStep
 
     return EvalStep(module, batch)
+
+
+def test_grounding_scores_captions_against_the_scene():
+    from mmzoo.eval import GroundingEvaluator
+
+    scenes = [[{"colour": "red", "shape": "circle", "position": "left"}],
+              [{"colour": "blue", "shape": "square", "position": "top"}]]
+    stub = Stub(None, None, captions=["a red circle on the left.", "a green square at the top and a red circle on the left."])
+    batch = image_batch([0, 1], caption_prompt="caption")
+    batch["meta"] = [{"key": str(i), "objects": s} for i, s in enumerate(scenes)]
+    ev = GroundingEvaluator()
+    ev.update(_step(stub, batch))
+    m = ev.compute(stub, ev.rows)
+    # first caption exact; second names a wrong-coloured square and a hallucinated circle
+    assert m["scene_accuracy"] == 0.5 and m["object_precision"] == pytest.approx(1 / 3)
+    assert m["object_recall"] == 0.5 and m["colour_accuracy"] == 0.5
+    no_truth = image_batch([0], caption_prompt="caption")
+    ev.update(_step(stub, no_truth))  # records without `objects` (a user's folder): not scored
+    assert len(ev.rows) == 2

@@ -18,22 +18,13 @@ from typing import Any
 
 import torch
 
+from mmzoo.data.shapes import QA_TYPES, question_type
 from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate, Turn
 from mmzoo.types import ATTENTION_MASK, CAPTIONS, IGNORE_INDEX, INPUT_IDS, LABELS, META, PIXEL_VALUES
 
 TASKS = ("caption", "describe", "conversation", "vqa")
 SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
-QUESTION_TYPES = ("colour", "shape", "position", "count", "exists")
-
-
-def question_type(question: str) -> str | None:
-    """The kind of a question of the embedded data (``what colour ...`` -> ``colour``), else None."""
-    q = question.lower().strip()
-    for prefix, kind in (("what colour", "colour"), ("what shape", "shape"), ("where is", "position"),
-                         ("how many", "count"), ("is there", "exists")):
-        if q.startswith(prefix):
-            return kind
-    return None
+QUESTION_TYPES = QA_TYPES
 
 
 def task_weights(tasks: Mapping[str, float] | Sequence[str] | str) -> dict[str, float]:

@@ -250,6 +250,23 @@ def make_sample(
     return image, cap, record
 
 
+def question_type(question: str) -> str:
+    """The type of a shapes-data question (one of ``shapes.QA_TYPES``) from its wording; else ``"other"``."""
+    q = " ".join(re.findall(r"[a-z]+", question.lower()))
+    if q.startswith(("what colour", "what color", "which colour", "which color")):
+        return "colour"
+    if q.startswith(("what shape", "which shape")):
+        return "shape"
+    if q.startswith(("where is", "where are")):
+        return "position"
+    if q.startswith("how many"):
+        return "count"
+    if q.startswith(("is there", "are there")):
+        return "exists"
+    return "other"
+
+
+
 def vocabulary() -> list[str]:
     """Every word any generated text can contain (lowercase, no punctuation), sorted."""
     texts = [

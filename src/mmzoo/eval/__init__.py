@@ -1,8 +1,9 @@
 """Evaluation shared across the zoo: evaluators listed in config (``conf/evaluation``) for
-retrieval (+ ITM re-ranking), zero-shot classification, captioning, VQA and perplexity."""
+retrieval (+ ITM re-ranking), zero-shot classification, captioning, grounding, VQA and perplexity."""
 
 from mmzoo.eval.base import EvalStep, Evaluation, Evaluator
 from mmzoo.eval.captioning import CaptionEvaluator, VQAEvaluator
+from mmzoo.eval.grounding import GroundingEvaluator
 from mmzoo.eval.language import PerplexityEvaluator
 from mmzoo.eval.retrieval import RetrievalEvaluator
 from mmzoo.eval.zeroshot import ZeroShotEvaluator
@@ -12,6 +13,7 @@ __all__ = [
     "EvalStep",
     "Evaluation",
     "Evaluator",
+    "GroundingEvaluator",
     "PerplexityEvaluator",
     "RetrievalEvaluator",
     "VQAEvaluator",

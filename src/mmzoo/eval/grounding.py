@@ -34,8 +34,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
-from mmzoo.data.shapes import COLOURS, POSITIONS, SHAPES
+from mmzoo.data.shapes import COLOURS, POSITIONS, SHAPES, question_type
+from mmzoo.eval.base import EvalStep, Evaluator
 from mmzoo.eval.captioning import normalise_answer
+from mmzoo.types import META
 
 # accuracy of a uniform guess per question type on the embedded data (blind baselines sit near it)
 CHANCE = {
@@ -217,22 +219,6 @@ def caption_grounding(
     return total.metrics()
 
 
-def question_type(question: str) -> str:
-    """The type of a shapes-data question (one of ``shapes.QA_TYPES``) from its wording; else ``"other"``."""
-    q = " ".join(_WORD.findall(question.lower()))
-    if q.startswith(("what colour", "what color", "which colour", "which color")):
-        return "colour"
-    if q.startswith(("what shape", "which shape")):
-        return "shape"
-    if q.startswith(("where is", "where are")):
-        return "position"
-    if q.startswith("how many"):
-        return "count"
-    if q.startswith(("is there", "are there")):
-        return "exists"
-    return "other"
-
-
 def vqa_by_type(
     predictions: Sequence[str],
     answers: Sequence[str],
@@ -261,3 +247,28 @@ def vqa_by_type(
         out[f"accuracy_{label}"] = sum(hits[label]) / len(hits[label])
         out[f"count_{label}"] = float(len(hits[label]))
     return out
+
+
+class GroundingEvaluator(Evaluator):
+    """Scene accuracy, object precision / recall and attribute accuracy of the module's captions
+    against each scene's ground truth (records with ``objects``, as the embedded data has);
+    reads the same generations as ``CaptionEvaluator`` (``EvalStep`` makes them once)."""
+
+    blind = True
+    example_fields = ()
+
+    def __init__(self, prompt_key: str = "caption_prompt") -> None:
+        super().__init__()
+        self.prompt_key = prompt_key
+
+    def update(self, step: EvalStep) -> None:
+        records = step.batch.get(META) or []
+        if self.prompt_key not in step.batch or not records or not all("objects" in r for r in records):
+            return  # data without scene ground truth (a folder of captions): nothing to score
+        for record, text in zip(records, step.generate(self.prompt_key), strict=True):
+            self.rows.append({"key": record.get("key"), "caption": text, "objects": record["objects"]})
+
+    def compute(self, module: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+        if not rows:
+            return {}
+        return caption_grounding([r["caption"] for r in rows], [r["objects"] for r in rows])

@@ -127,13 +127,15 @@ def data_identity(data: DictConfig) -> str:
 def recipe_key(name: str, parent: DictConfig | None = None) -> str:
     """Hash of the recipe's composed config (nested zoo references by their keys), the package
     version and the data identity."""
+    from mmzoo.data.shapes import GENERATOR_VERSION
     from mmzoo.version import __version__
 
     cfg = recipe_config(name, parent)
     container = OmegaConf.to_container(cfg, resolve=True)
     container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg))
     text = json.dumps(container, sort_keys=True, default=str)
-    digest = hashlib.sha256("\n".join([text, __version__, data_identity(cfg.data)]).encode())
+    generated = f"shapes generator v{GENERATOR_VERSION}"  # the embedded data's identity before it exists
+    digest = hashlib.sha256("\n".join([text, __version__, generated, data_identity(cfg.data)]).encode())
     return digest.hexdigest()[:12]
 
 
