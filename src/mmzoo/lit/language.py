@@ -3,8 +3,19 @@
 The papers freeze *pretrained* LLMs; a frozen random one cannot learn to caption through
 a projector. On the embedded data the zoo therefore pretrains its tiny LLM on the
 dataset's captions, descriptions, Q&A and conversations, rendered with the same
-templates the vision-language models use (the image placeholder left out), and saves it
-as a run whose ``llm`` part other runs load with ``llm.from_run``.
+templates the vision-language models use, and saves it as a run whose ``llm`` part other
+runs load with ``llm.from_run``.
+
+What stands where the image will go matters (``image_text``). A real LLM has learned from
+web text to read its context: answers depend on what came before. An LM pretrained on
+these conversations with nothing in the image's place never has to read its prompt (the
+caption is unpredictable from the instruction), so it learns the template and a prior,
+and a projector feeding it visual tokens cannot steer it: LLaVA and MiniGPT-4 trained on
+such an LM stay blind (their captions score as well on a grey image). With
+``image_text="scene"`` the image's place holds the scene as text (``red circle left;
+blue square right``), so the LM learns to caption and answer *from its context*, as a
+pretrained LLM does, and the projector's task becomes the one the papers give it: make
+the picture readable in that place.
 """
 
 from __future__ import annotations
@@ -33,6 +44,21 @@ class TextOnlyModel(nn.Module):
         self.llm = llm
 
 
+IMAGE_TEXTS = (None, "scene", "caption")
+
+
+def _image_stand_in(sample: Mapping[str, Any], image_text: str | None) -> str:
+    """The text in the image's place: nothing, the scene's objects (``meta.scene``, the
+    embedded data), or the caption (any captioned data)."""
+    if image_text is None:
+        return ""
+    if image_text == "scene":
+        scene = sample.get("meta", {}).get("scene")
+        if scene:
+            return f" {scene} "
+    return f" {sample['caption']} "
+
+
 class TextCollator:
     """Samples -> LM batches: each sample rendered as one task in one template, all text supervised."""
 
@@ -43,7 +69,11 @@ class TextCollator:
         tasks: Mapping[str, float] | Sequence[str],
         instructions: Mapping[str, Sequence[str]],
         max_length: int,
+        image_text: str | None = None,
     ) -> None:
+        if image_text not in IMAGE_TEXTS:
+            raise ValueError(f"image_text={image_text!r}: valid are {list(IMAGE_TEXTS)}")
+        self.image_text = image_text
         self.tokenizer = tokenizer
         self.templates = [load_template(t) for t in templates]
         self.max_length = max_length
@@ -57,7 +87,8 @@ class TextCollator:
             rng = random.Random(zlib.crc32(str(s.get("key", s["caption"])).encode()))
             renderer = rng.choice(self._renderers)
             turns = renderer.conversation(s, renderer.sample_task(rng), rng)
-            segments = [(text.replace(IMAGE_PLACEHOLDER, ""), True) for text, _ in renderer.template.segments(turns)]
+            stand_in = _image_stand_in(s, self.image_text)
+            segments = [(text.replace(IMAGE_PLACEHOLDER, stand_in), True) for text, _ in renderer.template.segments(turns)]
             sequences.append(encode_segments(self.tokenizer, segments, None, 0, self.max_length).input_ids)
         ids = pad(sequences, self.tokenizer.pad_token_id)
         mask = pad([[1] * len(s) for s in sequences], 0)
@@ -78,6 +109,7 @@ class LanguageModelModule(ZooModule):
         max_length: int = 256,
         image_size: int = 32,
         evaluation: Evaluation | None = None,
+        image_text: str | None = None,
     ) -> None:
         super().__init__(TextOnlyModel(llm), optimizer, scheduler, evaluation=evaluation)
         self.templates = list(templates)
@@ -85,6 +117,7 @@ class LanguageModelModule(ZooModule):
         self.instructions = dict(instructions or {})
         self.max_length = max_length
         self.image_size = image_size
+        self.image_text = image_text
 
     def image_transform(self) -> Callable:
         from mmzoo.data.webdata import image_transform
@@ -92,7 +125,9 @@ class LanguageModelModule(ZooModule):
         return image_transform(self.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
     def collator(self, train: bool = True) -> TextCollator:
-        return TextCollator(self.model.llm.tokenizer, self.templates, self.tasks, self.instructions, self.max_length)
+        return TextCollator(
+            self.model.llm.tokenizer, self.templates, self.tasks, self.instructions, self.max_length, self.image_text
+        )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         embeds = self.model.llm.embed(batch[INPUT_IDS])
