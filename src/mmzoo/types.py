@@ -13,6 +13,7 @@ import torch
 
 # keys of a collated batch
 PIXEL_VALUES = "pixel_values"  # (B, 3, H, W) float
+FEATURES = "features"  # (B, N, D) float: a frozen encoder's output in place of pixel_values (feature cache)
 INPUT_IDS = "input_ids"  # (B, L) long
 ATTENTION_MASK = "attention_mask"  # (B, L) long, 1 = real token
 LABELS = "labels"  # (B, L) long, -100 = not supervised

@@ -20,7 +20,16 @@ import torch
 
 from mmzoo.data.shapes import QA_TYPES, question_type
 from mmzoo.data.templates import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate, Turn
-from mmzoo.types import ATTENTION_MASK, CAPTIONS, IGNORE_INDEX, INPUT_IDS, LABELS, META, PIXEL_VALUES
+from mmzoo.types import (
+    ATTENTION_MASK,
+    CAPTIONS,
+    FEATURES,
+    IGNORE_INDEX,
+    INPUT_IDS,
+    LABELS,
+    META,
+    PIXEL_VALUES,
+)
 
 TASKS = ("caption", "describe", "conversation", "vqa")
 SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
@@ -216,8 +225,13 @@ class VLMCollator:
 
     # ---- batches --------------------------------------------------------------------
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        visual = (
+            {FEATURES: torch.stack([s["features"] for s in samples])}  # (B, N, D) from a feature cache
+            if "features" in samples[0]
+            else {PIXEL_VALUES: torch.stack([s["image"] for s in samples])}  # (B, 3, H, W)
+        )
         batch = {
-            PIXEL_VALUES: torch.stack([s["image"] for s in samples]),  # (B, 3, H, W)
+            **visual,
             CAPTIONS: [s["caption"] for s in samples],
             META: [s.get("meta", {}) for s in samples],
         }

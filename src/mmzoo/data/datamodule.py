@@ -36,7 +36,8 @@ class ShardDataModule(L.LightningDataModule):
     ``val`` is optional: without it no validation runs; with it the trainer validates (the
     model's loss) every epoch or every ``trainer.val_check_interval`` steps. ``name`` is the
     preset's name (``shapes``, ``folder``...), recorded so the zoo can make its own parts on
-    the same data.
+    the same data. ``feature_cache``: train and validate on the model's frozen features,
+    computed once (``mmzoo.data.feature_cache``); evaluation reads pixels.
     """
 
     def __init__(
@@ -52,6 +53,8 @@ class ShardDataModule(L.LightningDataModule):
         resampled: bool = False,
         seed: int = 0,
         zero_shot: Mapping[str, Any] | None = None,
+        feature_cache: bool = False,
+        feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.train, self.val, self.test = train, val, test
@@ -70,6 +73,8 @@ class ShardDataModule(L.LightningDataModule):
         self.collate: Callable[[list[dict[str, Any]]], Any] | None = None
         self.eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None
         self._train_epoch = SharedEpoch()  # survives dataloader rebuilds, so reshuffles keep advancing
+        self.feature_cache, self.feature_cache_dir = feature_cache, feature_cache_dir
+        self.feature_module: Any = None  # computes cached features; default: the trainer's module
 
     def attach(
         self,
@@ -104,6 +109,16 @@ class ShardDataModule(L.LightningDataModule):
                 "call attach(train_transform, eval_transform, collate) before asking for loaders"
             )
         urls = expand_urls(spec)
+        decode = None
+        if self.feature_cache and split != "test":  # evaluation reads pixels (blind baselines replace them)
+            from mmzoo.data.feature_cache import cached_split, decode_cached
+
+            trainer = getattr(self, "trainer", None)
+            module = self.feature_module if self.feature_module is not None else getattr(trainer, "lightning_module", None)
+            urls = cached_split(urls, split, module=module,
+                                transform=transform, errors=self.errors, batch_size=self.eval_batch_size,
+                                trainer=trainer, root=self.feature_cache_dir)  # fmt: skip
+            decode = decode_cached
         rank, world_size = self._world()
         batch_size = self.batch_size if train else self.eval_batch_size
         resampled = self.resampled and train
@@ -128,6 +143,7 @@ class ShardDataModule(L.LightningDataModule):
             partial=not train,
             epoch=self._train_epoch if train else SharedEpoch(),
             split=dealing,
+            decode=decode,
         )
         counts = shard_counts(urls)
         if counts is None:
@@ -177,10 +193,12 @@ class ShapesDataModule(ShardDataModule):
         shuffle_buffer: int = 1000,
         resampled: bool = False,
         zero_shot: Mapping[str, Any] | None = None,
+        feature_cache: bool = False,
+        feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__(
             None, None, val, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
-            zero_shot,
+            zero_shot, feature_cache, feature_cache_dir,
         )
         self.shapes_args = {
             "root": root,

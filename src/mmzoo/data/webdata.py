@@ -238,6 +238,7 @@ def make_pipeline(
     min_side: int = MIN_SIDE,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     split: str = "shards",
+    decode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> wds.DataPipeline:
     """Batches ``collate([{"key", "image": (3, H, W), "caption", "meta"}, ...])`` from shards.
 
@@ -253,6 +254,9 @@ def make_pipeline(
     ``split="shards"`` deals shards to ranks and workers (web-scale data); ``"samples"``
     lets every reader read every shard and keep its share of the samples, for splits with
     fewer shards than readers (evaluation under DDP), where dealing shards would starve a rank.
+
+    ``decode`` replaces decoding and the transform (raw members in, a sample out): the feature
+    cache (``mmzoo.data.feature_cache``) reads its shards through this same pipeline.
     """
     if split not in ("shards", "samples"):
         raise ValueError(f"split must be 'shards' or 'samples', got {split!r}")
@@ -283,8 +287,8 @@ def make_pipeline(
         *source,
         reader,  # (an endless draw from shards that all fail gives up, loudly)
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
-        wds.map(bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
-        wds.map(bind(_apply_transform, transform), handler=errors),
+        wds.map(decode or bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
+        wds.map(bind(_apply_transform, transform), handler=errors) if decode is None else None,
         wds.batched(batch_size, collation_fn=collate, partial=partial),
     ]
     pipeline = wds.DataPipeline(*stages)

@@ -5,6 +5,13 @@ evaluators (``conf/evaluation/generative.yaml``: captioning, VQA, blind baseline
 Recipes differ only in data: which parts are frozen (``freeze``), which template, which
 tasks are sampled, whether LoRA adapts the LLM. Those are config, so each paper is a
 YAML file in ``conf/model`` and ``conf/experiment``, not a subclass.
+
+Two things make it cheap to run. Training batches may carry ``features`` (the frozen
+encoder's, or frozen Q-Former's, output read from a feature cache, ``data.feature_cache``)
+in place of ``pixel_values``; ``feature_source`` says what may be cached and refuses when
+a part it would cache trains. Generation stops each sequence at the template's end-of-turn
+marker while decoding (``EndOfTurn``, a transformers stopping criterion), batched and with
+the KV cache, instead of generating to ``max_new_tokens`` and cutting afterwards.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from mmzoo.data.conversation import VLMCollator, task_weights
+from mmzoo.data.feature_cache import FeatureCacheError, FeatureSource
 from mmzoo.data.templates import HUMAN, IMAGE_PLACEHOLDER, ConversationTemplate
 from mmzoo.eval.base import Evaluation
-from mmzoo.lit.base import ZooModule
+from mmzoo.lit.base import ZooModule, weights_hash
 from mmzoo.models.vision_language import VisionLanguageModel
-from mmzoo.types import ATTENTION_MASK, INPUT_IDS, LABELS, PIXEL_VALUES
+from mmzoo.types import ATTENTION_MASK, FEATURES, INPUT_IDS, LABELS, PIXEL_VALUES
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,8 @@ class VisionLanguageModule(ZooModule):
         instruction_aware: bool = False,
     ) -> None:
         image_token_id = llm.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
-        model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id)
+        model = VisionLanguageModel(encoder, bridge, llm, image_token_id=image_token_id,
+                                    instruction_aware=instruction_aware)
         if lora:
             apply_lora(llm, lora)
         super().__init__(model, optimizer, scheduler, freeze, pretrained_parts, evaluation)
@@ -114,10 +124,35 @@ class VisionLanguageModule(ZooModule):
             instruction_max_length=self.model.bridge.qformer.max_text_length if self.instruction_aware else 0,
         )
 
+    def feature_source(self) -> FeatureSource:
+        """What ``data.feature_cache=true`` precomputes: the frozen encoder's tokens, or the
+        queries of a frozen Q-Former after it (MiniGPT-4). A trainable Q-Former (BLIP-2 stage 2,
+        ``bridge.frozen=false``) or an instruction-aware one keeps running every step on the
+        cached encoder tokens; a trainable encoder leaves nothing to cache."""
+        if "encoder" not in self.frozen_names:
+            raise FeatureCacheError(
+                f"data.feature_cache=true needs a frozen encoder, and this recipe trains it (model.freeze="
+                f"{self.frozen_names}): its features change every step. Freeze it (model.freeze=[encoder, ...]) "
+                "or set data.feature_cache=false"
+            )
+        parts = {"encoder": self.model.encoder}
+        if self.model.feature_level == "qformer":
+            parts["bridge.qformer"] = self.model.bridge.qformer
+        for name, part in parts.items():
+            trainable = [n for n, p in part.named_parameters() if p.requires_grad]
+            if trainable:
+                raise FeatureCacheError(
+                    f"data.feature_cache=true would cache the output of {name}, but its parameters {trainable[:3]} "
+                    "train: freeze the part or set data.feature_cache=false"
+                )
+        weights = {name: weights_hash(part) for name, part in parts.items()}
+        return FeatureSource(self.model.feature_level, parts, self.model.image_features, self.model.feature_shape(),
+                             weights)
+
     # ---- training -------------------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self.model(batch[PIXEL_VALUES], batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS],
-                         batch.get("instruction_ids"), batch.get("instruction_mask"))
+        out = self.model(batch.get(PIXEL_VALUES), batch[INPUT_IDS], batch[ATTENTION_MASK], batch[LABELS],
+                         batch.get("instruction_ids"), batch.get("instruction_mask"), features=batch.get(FEATURES))
         if self.training and batch.get("num_truncated"):  # sequences cut at max_length (counted, reported)
             self.counters["truncated_sequences"] += int(batch["num_truncated"])
         return out.loss, {}
@@ -129,15 +164,35 @@ class VisionLanguageModule(ZooModule):
         The cut is made on token ids, not text: a marker such as ``###`` may decode with
         spaces between its pieces, depending on the tokenizer.
         """
-        marker = self.template.end_of_turn
-        marker_ids = self.tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+        marker_ids = self.end_of_turn_ids()
         rows = [cut_at(row.tolist(), marker_ids) for row in ids]
         return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
+    def end_of_turn_ids(self) -> list[int]:
+        """The template's end-of-turn marker as token ids (``[]`` when it has none)."""
+        marker = self.template.end_of_turn
+        return self.tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+
+    def stop_options(self) -> dict[str, Any]:
+        """``generate`` options that end each sequence at the end-of-turn marker while decoding.
+
+        A one-token marker (``</s>``) joins the eos ids; a longer one (MiniGPT-4's ``###``, three
+        tokens for a word-level tokenizer) is an ``EndOfTurn`` stopping criterion. Either way a
+        finished row only receives padding while the others go on, and ``generate`` returns
+        when every row has finished.
+        """
+        marker = self.end_of_turn_ids()
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        if len(marker) == 1:
+            return {"eos_token_id": sorted({*eos, *marker})}
+        options: dict[str, Any] = {"eos_token_id": eos or None}
+        if marker:
+            options["stopping_criteria"] = StoppingCriteriaList([EndOfTurn(marker)])
+        return options
+
     def _generate_ids(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
-        options = self.generation | kwargs
+        options = self.stop_options() | self.generation | kwargs
         options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
         instructions = {k: prompt[k].to(self.device) for k in ("instruction_ids", "instruction_mask") if k in prompt}
         return self.model.generate(
             pixel_values.to(self.device),
@@ -181,6 +236,22 @@ class VisionLanguageModule(ZooModule):
     def generate_text(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor]) -> list[str]:
         """Texts generated for a collated prompt batch (the eval collator's ``caption_prompt``...)."""
         return self.decode(self._generate_ids(pixel_values, prompt))
+
+
+class EndOfTurn(StoppingCriteria):
+    """Per sequence: done once its newest tokens are ``marker`` (token ids)."""
+
+    def __init__(self, marker: Sequence[int]) -> None:
+        if not marker:
+            raise ValueError("an empty end-of-turn marker never matches")
+        self.marker = torch.tensor(list(marker), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """(B, T) ids so far (for generation from embeddings: only the new ones) -> (B,) bool."""
+        k = self.marker.numel()
+        if input_ids.shape[1] < k:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return (input_ids[:, -k:] == self.marker.to(input_ids.device)).all(dim=1)
 
 
 def cut_at(ids: list[int], marker: list[int]) -> list[int]:
