@@ -62,3 +62,22 @@ def test_a_one_token_marker_is_an_eos_id():
     options = module.stop_options()
     assert options["eos_token_id"] == [module.tokenizer.eos_token_id]
     assert "stopping_criteria" not in options
+
+
+def test_an_evaluation_batch_encodes_its_images_once_for_all_its_prompts():
+    module = build("llava", TINY_PARTS).eval()
+    calls = [0]
+    module.model.encoder.register_forward_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    collator = module.collator(train=False)
+    captions = collator.prompts([[{"from": "human", "value": "<image>\ndescribe the image."}]] * 2)
+    questions = collator.prompts([[{"from": "human", "value": "<image>\nwhat colour is the circle?"}]] * 2)
+    pixels = torch.randn(2, 3, 32, 32)
+    texts = module.generate_text(pixels, captions), module.generate_text(pixels, questions)
+    assert calls == [1]
+    # the same texts as generating from the pixels for each prompt batch
+    assert texts == tuple(module.decode(module._generate_ids(pixels, p)) for p in (captions, questions))
+    calls[0] = 0
+    module.generate_text(torch.zeros_like(pixels), captions)  # another tensor (a blind condition)
+    pixels.mul_(0.5)  # the same tensor changed in place
+    module.generate_text(pixels, captions)
+    assert calls == [2]

@@ -97,6 +97,7 @@ class VisionLanguageModule(ZooModule):
         for note in self.notes:
             log.warning(note)
         self.counters["truncated_sequences"] = 0
+        self._feature_memo: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     # ---- data path ------------------------------------------------------------------
     @property
@@ -190,16 +191,25 @@ class VisionLanguageModule(ZooModule):
             options["stopping_criteria"] = StoppingCriteriaList([EndOfTurn(marker)])
         return options
 
-    def _generate_ids(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
-        options = self.stop_options() | self.generation | kwargs
-        options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+    def generate_options(self, **kwargs: Any) -> dict[str, Any]:
+        """transformers ``generate`` options: stop at the marker, then the recipe's, then ``kwargs``."""
+        return {"pad_token_id": self.tokenizer.pad_token_id} | self.stop_options() | self.generation | kwargs
+
+    def _generate_ids(
+        self,
+        pixel_values: torch.Tensor | None,
+        prompt: Mapping[str, torch.Tensor],
+        features: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         instructions = {k: prompt[k].to(self.device) for k in ("instruction_ids", "instruction_mask") if k in prompt}
         return self.model.generate(
-            pixel_values.to(self.device),
+            pixel_values.to(self.device) if pixel_values is not None else None,
             prompt[INPUT_IDS].to(self.device),
             prompt[ATTENTION_MASK].to(self.device),
             **instructions,
-            **options,
+            features=features,
+            **self.generate_options(**kwargs),
         )
 
     @torch.no_grad()
@@ -234,8 +244,26 @@ class VisionLanguageModule(ZooModule):
 
     # ---- what the evaluators ask for ------------------------------------------------
     def generate_text(self, pixel_values: torch.Tensor, prompt: Mapping[str, torch.Tensor]) -> list[str]:
-        """Texts generated for a collated prompt batch (the eval collator's ``caption_prompt``...)."""
-        return self.decode(self._generate_ids(pixel_values, prompt))
+        """Texts generated for a collated prompt batch (the eval collator's ``caption_prompt``...).
+
+        The images' features are computed once for all the prompt batches asked about the same
+        ``pixel_values`` tensor (captions and questions of one test batch and condition).
+        """
+        return self.decode(self._generate_ids(None, prompt, features=self._features_of(pixel_values)))
+
+    @torch.no_grad()
+    def _features_of(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``image_features`` of ``pixel_values``, remembered for that very tensor (held, so its id
+        cannot be reused) until it changes in place or another one is asked about."""
+        memo = self._feature_memo
+        if memo is None or memo[0] is not pixel_values or memo[1] != pixel_values._version:
+            features = self.model.image_features(pixel_values.to(self.device))  # (B, N, D)
+            self._feature_memo = memo = (pixel_values, pixel_values._version, features)
+        return memo[2]
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self._feature_memo = None
 
 
 class EndOfTurn(StoppingCriteria):
