@@ -81,3 +81,7 @@ def test_an_evaluation_batch_encodes_its_images_once_for_all_its_prompts():
     pixels.mul_(0.5)  # the same tensor changed in place
     module.generate_text(pixels, captions)
     assert calls == [2]
+    with torch.inference_mode():  # as in Lightning's test loop: no version counters
+        frozen = torch.randn(2, 3, 32, 32)
+        assert module.generate_text(frozen, captions) == module.generate_text(frozen, captions)
+    assert calls == [3]

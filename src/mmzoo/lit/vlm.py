@@ -97,7 +97,7 @@ class VisionLanguageModule(ZooModule):
         for note in self.notes:
             log.warning(note)
         self.counters["truncated_sequences"] = 0
-        self._feature_memo: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._feature_memo: tuple[torch.Tensor, int | None, torch.Tensor] | None = None
 
     # ---- data path ------------------------------------------------------------------
     @property
@@ -253,12 +253,14 @@ class VisionLanguageModule(ZooModule):
 
     @torch.no_grad()
     def _features_of(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``image_features`` of ``pixel_values``, remembered for that very tensor (held, so its id
-        cannot be reused) until it changes in place or another one is asked about."""
+        """``image_features`` of ``pixel_values``, remembered for that very tensor object (held, so
+        its id cannot be reused) until another one is asked about, or it changes in place (seen
+        by its version counter; inference-mode tensors, as in Lightning's test loop, have none)."""
+        version = None if pixel_values.is_inference() else pixel_values._version
         memo = self._feature_memo
-        if memo is None or memo[0] is not pixel_values or memo[1] != pixel_values._version:
+        if memo is None or memo[0] is not pixel_values or memo[1] != version:
             features = self.model.image_features(pixel_values.to(self.device))  # (B, N, D)
-            self._feature_memo = memo = (pixel_values, pixel_values._version, features)
+            self._feature_memo = memo = (pixel_values, version, features)
         return memo[2]
 
     def on_test_epoch_end(self) -> None:
