@@ -30,6 +30,8 @@ test-fast: $(STAMP)  ## the tests not marked slow
 bench: $(STAMP)  ## side-by-side benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_feature_cache.py
+	$(PY) benchmarks/bench_generate.py
 
 leaderboard: $(STAMP)  ## compare every run under runs/ (markdown, CSV, HTML, plots)
 	$(PY) -m mmzoo.leaderboard runs $(ARGS)
