@@ -112,6 +112,7 @@ class LanguageModel(nn.Module):
         labels: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run on ``(B, L, D)`` embeddings; with ``labels`` (-100 = ignored) the output has ``loss``.
 
@@ -119,6 +120,8 @@ class LanguageModel(nn.Module):
         the target sequence, decoder inputs derived from them unless given.
         """
         kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask, "labels": labels}
+        if position_ids is not None:  # packed rows restart positions at every sequence
+            kwargs["position_ids"] = position_ids
         if self.is_encoder_decoder:
             kwargs.update(decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
         return self.model(**kwargs)
