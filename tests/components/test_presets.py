@@ -137,6 +137,11 @@ def test_bridge_preset_builds_with_injected_dims(name: str) -> None:
     assert out.shape == (2, bridge.num_output_tokens(17), 96)
 
 
-def test_shapes_tokenizer_node_instantiates() -> None:
-    tokenizer = instantiate(OmegaConf.create(load_preset("llm", "tiny_llama")).tokenizer)
-    assert tokenizer("a red circle")["input_ids"][-1] != tokenizer.eos_token_id
+def test_llm_tokenizer_node_takes_the_datas_vocabulary_with_bos_only() -> None:
+    from mmzoo.compose import compose_config
+
+    cfg = compose_config(["model=lm"])  # tiny_llama on the embedded data: the shapes words
+    tokenizer = instantiate(cfg.llm.tokenizer)
+    ids = tokenizer("a red circle")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] != tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids

@@ -6,10 +6,16 @@ the sample's own multi-turn conversation, or one VQA pair), the template renders
 into supervised / unsupervised segments, and each segment is tokenised on its own so
 the label mask is exact token by token. The single ``<image>`` token is expanded to as
 many positions as the bridge outputs visual tokens; the model scatters them there.
+
+Data offers what it offers: a sample lacking a task's field (a folder of captioned images
+has no descriptions, conversations or Q&A) trains on the configured tasks it has, and on
+its caption when it has none of them; such samples are counted (``num_task_fallbacks``)
+and logged once, never an error, so one recipe runs on the embedded data and on captions.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import zlib
 from collections.abc import Mapping, Sequence
@@ -31,7 +37,11 @@ from mmzoo.types import (
     PIXEL_VALUES,
 )
 
+log = logging.getLogger(__name__)
+
 TASKS = ("caption", "describe", "conversation", "vqa")
+# the record field each task needs (``caption`` needs only the caption every sample has)
+TASK_FIELDS = {"describe": "description", "conversation": "conversation", "vqa": "qa"}
 SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
 QUESTION_TYPES = QA_TYPES
 
@@ -164,8 +174,31 @@ class VLMCollator:
         self.held_out = tuple(held_out)
         self.instruction_tokenizer = instruction_tokenizer
         self.instruction_max_length = instruction_max_length
+        self.num_task_fallbacks = 0  # samples that lacked a configured task's data
+        self._missing_logged: set[str] = set()
 
     # ---- conversations --------------------------------------------------------------
+    def offers(self, sample: Mapping[str, Any], task: str) -> bool:
+        """Whether ``sample`` has what ``task`` needs (a caption always; VQA: a question not held out)."""
+        if task == "caption":
+            return True
+        meta = sample.get("meta", {})
+        if task == "vqa":
+            return bool(meta.get("qa")) and bool(self.trainable_questions(meta))
+        return bool(meta.get(TASK_FIELDS[task]))
+
+    def _fell_back(self, sample: Mapping[str, Any], missing: Sequence[str]) -> None:
+        """Count a sample that lacked configured tasks; log each missing task once per collator."""
+        self.num_task_fallbacks += 1
+        new = [t for t in missing if t not in self._missing_logged]
+        if new:
+            self._missing_logged.update(new)
+            log.warning(
+                "sample %s has no data for task(s) %s (fields %s): such samples train on the tasks they "
+                "offer, else on their caption; counted as task_fallbacks",
+                sample.get("key", "?"), new, [TASK_FIELDS.get(t, t) for t in new],
+            )
+
     def _rng(self, key: str) -> random.Random:
         return random.Random(zlib.crc32(key.encode()) * 7919 + self.seed)
 
@@ -174,7 +207,11 @@ class VLMCollator:
         return rng.choice(options)
 
     def conversation(self, sample: Mapping[str, Any], task: str, rng: random.Random) -> list[Turn]:
+        """The turns of ``task`` on ``sample``; its caption when the sample lacks the task's data."""
         meta = sample.get("meta", {})
+        if not self.offers(sample, task):
+            self._fell_back(sample, [task])
+            task = "caption"
         if task == "caption":
             return _single(self._instruction("caption", rng), sample["caption"])
         if task == "describe":
@@ -210,9 +247,15 @@ class VLMCollator:
         return f"{question} {suffix}".strip()
 
     def sample_task(self, rng: random.Random, sample: Mapping[str, Any] | None = None) -> str:
+        """A task drawn by the configured weights among those ``sample`` offers (caption if none)."""
         weights = self.tasks
         if any(w != w for w in weights.values()):  # "sqrt": NaN placeholders, weights from the sample
             weights = self.sqrt_weights(sample or {"meta": {}})
+        elif sample is not None:
+            offered = {name: w for name, w in weights.items() if self.offers(sample, name)}
+            if len(offered) < len(weights):
+                self._fell_back(sample, [name for name in weights if name not in offered])
+                weights = offered or {"caption": 1.0}
         names = list(weights)
         return rng.choices(names, weights=[weights[n] for n in names])[0]
 
@@ -239,6 +282,7 @@ class VLMCollator:
 
     def _train(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         encoded, conversations = [], []
+        fallbacks_before = self.num_task_fallbacks
         for s in samples:
             rng = self._rng(str(s.get("key", s["caption"])))
             turns = self.conversation(s, self.sample_task(rng, s), rng)
@@ -247,6 +291,7 @@ class VLMCollator:
         self.num_truncated += sum(e.truncated for e in encoded)
         pad_id = self.tokenizer.pad_token_id
         instructions = self.instructions_batch(conversations) if self.instruction_tokenizer is not None else {}
+        instructions["num_task_fallbacks"] = self.num_task_fallbacks - fallbacks_before  # counted by the module
         if self.is_encoder_decoder:
             return self._seq2seq(encoded, pad_id) | instructions
         return instructions | {
@@ -337,7 +382,7 @@ def _single(instruction: str, answer: str) -> list[Turn]:
 
 def _field(meta: Mapping[str, Any], name: str) -> Any:
     value = meta.get(name)
-    if not value:
+    if not value:  # callers check ``offers`` first: reaching this is a bug, not bad data
         raise ValueError(f"sample has no {name!r} in its json record; this task needs it (e.g. the shapes data)")
     return value
 

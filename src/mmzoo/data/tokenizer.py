@@ -1,11 +1,15 @@
 """Tokenizers for models without a pretrained one, built offline.
 
-Two kinds. ``shapes_tokenizer``: word-level over the embedded dataset's closed vocabulary;
-ids are a pure function of the word list (specials first, then words in sorted order),
-so a tokenizer rebuilt in a later process matches the embeddings of a saved model.
+Three kinds, the ``tokenizer`` config group (a data preset picks one; every tiny text
+tower, LM and Q-Former text side takes it through ``with_sequence_marks``):
+``shapes_tokenizer``: word-level over the embedded dataset's closed vocabulary; ids are a
+pure function of the word list (specials first, then words in sorted order), so a
+tokenizer rebuilt in a later process matches the embeddings of a saved model.
 ``caption_bpe_tokenizer``: a byte-level BPE trained with ``tokenizers`` on the captions of
 a user's own shards, so any text tokenises without ``<unk>``; trained once and cached
-beside the shards. Both share the specials (``<pad> <unk> <s> </s> <image>``, ids 0-4).
+beside the shards (the default of ``data=folder/cc3m/laion/sbu``: benchmarks/RESULTS.md).
+``open_clip_bpe_tokenizer``: open_clip's bundled 49k BPE (OpenAI CLIP's), no training.
+The zoo's specials are ``<pad> <unk> <s> </s> <image>`` (ids 0-4 in the first two).
 Real models bring their own tokenizer (``AutoTokenizer.from_pretrained``).
 """
 
@@ -22,7 +26,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from mmzoo.components.tokenization import special_token_config  # re-exported: its old home
@@ -41,9 +45,11 @@ __all__ = [
     "UNK",
     "build_word_tokenizer",
     "caption_bpe_tokenizer",
+    "open_clip_bpe_tokenizer",
     "shard_captions",
     "shapes_tokenizer",
     "special_token_config",
+    "with_sequence_marks",
 ]
 
 
@@ -71,23 +77,42 @@ def build_word_tokenizer(
 
 
 def _wrap(
-    tok: Tokenizer, extra_special_tokens: list[str], add_bos: bool, add_eos: bool, model_max_length: int
+    tok: Tokenizer,
+    extra_special_tokens: list[str],
+    add_bos: bool,
+    add_eos: bool,
+    model_max_length: int,
+    specials: tuple[str, str, str, str] = (PAD, UNK, BOS, EOS),
 ) -> PreTrainedTokenizerFast:
-    """``tok`` with BOS/EOS added as the flags say, as a transformers tokenizer with the zoo's specials."""
-    single = " ".join(([BOS] if add_bos else []) + ["$A"] + ([EOS] if add_eos else []))
-    special_ids = [(s, tok.token_to_id(s)) for s in (BOS, EOS) if s in single]
+    """``tok`` with BOS/EOS added as the flags say, as a transformers tokenizer; ``specials``
+    names its (pad, unk, bos, eos) tokens."""
+    pad, unk, bos, eos = specials
+    single = " ".join(([bos] if add_bos else []) + ["$A"] + ([eos] if add_eos else []))
+    special_ids = [(s, tok.token_to_id(s)) for s in (bos, eos) if s in single.split()]
     tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=special_ids)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token=PAD,
-        unk_token=UNK,
-        bos_token=BOS,
-        eos_token=EOS,
+        pad_token=pad,
+        unk_token=unk,
+        bos_token=bos,
+        eos_token=eos,
         additional_special_tokens=extra_special_tokens,
         model_max_length=model_max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,  # decode must give back the text, spaces included
     )
+
+
+def with_sequence_marks(
+    tokenizer: PreTrainedTokenizerFast, add_bos: bool = True, add_eos: bool = True
+) -> PreTrainedTokenizerFast:
+    """A copy of ``tokenizer`` (one of this module's) that wraps ``tokenizer(text)`` in BOS/EOS as
+    the flags say: the data names the vocabulary, each part says how its sequences are marked
+    (text towers pool at EOS: both; causal LMs: BOS only)."""
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    specials = (tokenizer.pad_token, tokenizer.unk_token, tokenizer.bos_token, tokenizer.eos_token)
+    extras = [t for t in tokenizer.all_special_tokens if t not in specials]
+    return _wrap(backend, extras, add_bos, add_eos, tokenizer.model_max_length, specials)
 
 
 def shapes_tokenizer(add_bos: bool = True, add_eos: bool = True) -> PreTrainedTokenizerFast:
@@ -249,3 +274,46 @@ def caption_bpe_tokenizer(
             shutil.rmtree(tmp, ignore_errors=True)
     tok = Tokenizer.from_file(str(final / "tokenizer.json"))
     return _wrap(tok, [IMAGE_TOKEN], add_bos, add_eos, model_max_length)
+
+
+# ---- open_clip's bundled BPE ---------------------------------------------------------------
+# OpenAI CLIP's pre-tokenisation (open_clip.tokenizer.SimpleTokenizer.pat) without its specials
+CLIP_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+CLIP_BOS, CLIP_EOS = "<start_of_text>", "<end_of_text>"
+
+
+def open_clip_bpe_tokenizer(
+    add_bos: bool = True, add_eos: bool = True, model_max_length: int = 77
+) -> PreTrainedTokenizerFast:
+    """open_clip's bundled BPE (OpenAI CLIP's 49,408 tokens; the file ships inside the
+    package, nothing is downloaded) as a ``tokenizers`` BPE, ids equal to open_clip's.
+
+    BOS/EOS are CLIP's own ``<start_of_text>``/``<end_of_text>``; ``<pad>``, ``<unk>`` and
+    ``<image>`` follow at ids 49408-49410. Lowercased, whitespace collapsed (open_clip's
+    ``clean='lower'`` without ftfy); byte-level, so no text maps to ``<unk>``.
+    """
+    import gzip
+
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    alphabet = list(bytes_to_unicode().values())
+    tokens = [*alphabet, *(a + "</w>" for a in alphabet), *("".join(m) for m in merges), CLIP_BOS, CLIP_EOS]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tok = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False)
+    )
+    tok.add_special_tokens([CLIP_BOS, CLIP_EOS, PAD, UNK, IMAGE_TOKEN])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_WORDS), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    # "</w>" ends a word: it decodes to a space (the byte-level alphabet's "Ġ"), then bytes to text
+    tok.decoder = decoders.Sequence([decoders.Replace("</w>", "Ġ"), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
+    return _wrap(tok, [IMAGE_TOKEN], add_bos, add_eos, model_max_length, (PAD, UNK, CLIP_BOS, CLIP_EOS))

@@ -97,6 +97,7 @@ class VisionLanguageModule(ZooModule):
         for note in self.notes:
             log.warning(note)
         self.counters["truncated_sequences"] = 0
+        self.counters["task_fallbacks"] = 0  # samples without a configured task's data (caption-only data)
         self._feature_memo: tuple[torch.Tensor, int | None, torch.Tensor] | None = None
 
     # ---- data path ------------------------------------------------------------------
@@ -156,6 +157,8 @@ class VisionLanguageModule(ZooModule):
                          batch.get("instruction_ids"), batch.get("instruction_mask"), features=batch.get(FEATURES))
         if self.training and batch.get("num_truncated"):  # sequences cut at max_length (counted, reported)
             self.counters["truncated_sequences"] += int(batch["num_truncated"])
+        if self.training and batch.get("num_task_fallbacks"):  # counted in the collator, reported
+            self.counters["task_fallbacks"] += int(batch["num_task_fallbacks"])
         return out.loss, {}
 
     # ---- generation -----------------------------------------------------------------

@@ -6,15 +6,18 @@ a config value (``encoder.from_run``, ``model.pretrained_parts``, ``pretrained``
 recipe (``mmzoo/recipes/<name>.yaml``: the overrides of an ordinary ``python -m mmzoo.run``),
 run once on first use into ``$MMZOO_CACHE/zoo/<name>-<key>``.
 
-The recipe runs on the data of the run that asks for it (so a zoo CLIP made for
-``data=folder`` is trained on that folder), and takes from that run what its ``inherit``
-list names (BLIP-2 stage 1 takes the asking model's Q-Former shape and encoder settings,
-so ``model=blip2 bridge.qformer.num_queries=16`` pretrains a 16-query Q-Former). Its cache
-key is a hash of the recipe's whole composed config (its zoo references replaced by their
-own keys), the package version and the identity of the data: editing a preset, a recipe
-or the data can never silently reuse a stale part.
+The recipe runs on the data of the run that asks for it, with that run's tokenizer (so a
+zoo CLIP and LM made for ``data=folder`` are trained on that folder, over a BPE of its
+captions), and takes from that run what its ``inherit`` list names (BLIP-2 stage 1 takes the
+asking model's Q-Former shape and encoder settings, so ``model=blip2
+bridge.qformer.num_queries=16`` pretrains a 16-query Q-Former). Its cache key is a hash of
+the recipe's whole composed config (its zoo references replaced by their own keys, the
+tokenizer node included), the package version, the recipes of generated things (the
+embedded data, the caption BPE) and the identity of the data: editing a preset, a recipe,
+the tokenizer or the data can never silently reuse a stale part.
 
     python -m mmzoo.zoo build clip    # make (or find) the cached CLIP run and print its path
+    python -m mmzoo.zoo build lm data=folder data.train=data/mine/train data.test=data/mine/test
     python -m mmzoo.zoo list
 
 Making a recipe means training it: the caller passes the trainer (``mmzoo.run``'s
@@ -84,6 +87,10 @@ def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
     OmegaConf.set_struct(cfg, False)
     if data is not None:
         cfg.data = data.copy()
+    tokenizer = parent.get("tokenizer") if parent is not None else None
+    if tokenizer is not None:  # the asker's vocabulary (e.g. tokenizer=open_clip on the command line)
+        cfg.tokenizer = tokenizer.copy()
+        cfg.choices.tokenizer = (parent.get("choices") or {}).get("tokenizer", cfg.choices.get("tokenizer"))
     for path in inherited_keys(name) if parent is not None else ():
         value = OmegaConf.select(parent, path)
         if value is None:
@@ -128,13 +135,16 @@ def recipe_key(name: str, parent: DictConfig | None = None) -> str:
     """Hash of the recipe's composed config (nested zoo references by their keys), the package
     version and the data identity."""
     from mmzoo.data.shapes import GENERATOR_VERSION
+    from mmzoo.data.tokenizer import BPE_RECIPE
     from mmzoo.version import __version__
 
     cfg = recipe_config(name, parent)
     container = OmegaConf.to_container(cfg, resolve=True)
     container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg))
     text = json.dumps(container, sort_keys=True, default=str)
-    generated = f"shapes generator v{GENERATOR_VERSION}"  # the embedded data's identity before it exists
+    # what generated inputs are made by, before they exist: the embedded data and the caption BPE
+    # (whose other inputs, the training shards and its settings, are in the data identity and config)
+    generated = f"shapes generator v{GENERATOR_VERSION}, caption BPE v{BPE_RECIPE}"
     digest = hashlib.sha256("\n".join([text, __version__, generated, data_identity(cfg.data)]).encode())
     return digest.hexdigest()[:12]
 
