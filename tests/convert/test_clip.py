@@ -66,7 +66,9 @@ def test_unsupported_architecture_names_it(tmp_path: Path) -> None:
             hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50
         )
     ).save_pretrained(tmp_path)
-    with pytest.raises(ConversionError, match=r"'bert'.*supported: \['clip', 'llava'\]"):
+    with pytest.raises(
+        ConversionError, match=r"'bert'.*supported: \['blip', 'blip-2', 'clip', 'instructblip', 'llava'\]"
+    ):
         load_pretrained(tmp_path)
 
 

@@ -158,3 +158,35 @@ def read_pretrained(name_or_path: str, **hub: Any) -> Checkpoint:
         f"{name_or_path}: no weights found ({SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, {WEIGHTS_NAME} "
         f"or {WEIGHTS_INDEX_NAME})"
     )
+
+
+class Combined(Checkpoint):
+    """Several checkpoints as one, each under its own prefix (``<prefix>.<its key>``), each
+    limited to the keys given: a model assembled from separately released parts
+    (MiniGPT-4: BLIP-2's vision side and Q-Former, an LLM, a projector file)."""
+
+    def __init__(self, source: str, parts: Mapping[str, tuple[Checkpoint, list[str]]]) -> None:
+        super().__init__(source)
+        self._parts = {prefix: (weights, list(keys)) for prefix, (weights, keys) in parts.items()}
+
+    def _find(self, key: str) -> tuple[Checkpoint, str]:
+        prefix, _, rest = key.partition(".")
+        return self._parts[prefix][0], rest
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        weights, rest = self._find(key)
+        return weights[rest]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        weights, rest = self._find(key)
+        return weights.shape(rest)
+
+    def __iter__(self) -> Iterator[str]:
+        for prefix, (_, keys) in self._parts.items():
+            yield from (f"{prefix}.{k}" for k in keys)
+
+    def __len__(self) -> int:
+        return sum(len(keys) for _, keys in self._parts.values())
+
+    def with_tensors(self, tensors: Mapping[str, torch.Tensor]) -> Checkpoint:
+        raise NotImplementedError("add tensors to a part (Checkpoint.with_tensors) before combining the parts")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -28,22 +28,32 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from mmzoo import rundir
-from mmzoo.convert import clip, llava
+from mmzoo.convert import blip, blip2, clip, llava
 from mmzoo.convert.checkpoint import ConversionError
 from mmzoo.convert.load import EXTRA_FILE, INFO_FILE, PARTS_FORMAT
 from mmzoo.convert.mapping import invert, map_tensors
 
 log = logging.getLogger(__name__)
 
-# transformers class -> (family module, zoo model); a family module gives export_problems,
-# reference_for, export_rules (or RULES) and optionally save_processor
-LAYOUTS: dict[str, tuple[ModuleType, str]] = {
+# transformers class -> (its layout, zoo model); a layout (a family module, or a namespace when a
+# family has several classes) gives export_problems, reference_for, export_rules (or RULES) and
+# optionally save_processor. ``auto`` takes the first that fits.
+LAYOUTS: dict[str, tuple[ModuleType | SimpleNamespace, str]] = {
     "CLIPModel": (clip, "clip"),
     "LlavaForConditionalGeneration": (llava, "llava"),
+    "BlipForConditionalGeneration": (blip.CAPTIONING, "blip"),
+    "BlipForImageTextRetrieval": (blip.RETRIEVAL, "blip"),
+    "Blip2ForConditionalGeneration": (blip2.BLIP2, "blip2"),
+    "InstructBlipForConditionalGeneration": (blip2.INSTRUCTBLIP, "instructblip"),
 }
 
 
-def _rules(family: ModuleType, model: nn.Module) -> tuple:
+def _storage(tensor: torch.Tensor) -> tuple[int, tuple[int, ...]]:
+    """What tells tied tensors apart from merely equal ones: where they live, and their shape."""
+    return tensor.data_ptr(), tuple(tensor.shape)
+
+
+def _rules(family: ModuleType | SimpleNamespace, model: nn.Module) -> tuple:
     return family.export_rules(model) if hasattr(family, "export_rules") else family.RULES
 
 
@@ -74,11 +84,14 @@ def export_transformers(
 
     # what re-importing the layout would give back, and what it would not
     back = map_tensors(reference.state_dict(), rules, what)
-    extra = {
-        k: v.detach().contiguous()
-        for k, v in zoo_state.items()
-        if k not in back or not torch.equal(back[k], v)
-    }
+    # one name per tensor: weights the zoo shares under several names (BLIP's text side) are
+    # written once, and not at all when the layout already gives them back under another name
+    recovered = {_storage(v) for k, v in zoo_state.items() if k in back and torch.equal(back[k], v)}
+    extra: dict[str, torch.Tensor] = {}
+    for k, v in zoo_state.items():
+        if _storage(v) not in recovered:
+            recovered.add(_storage(v))
+            extra[k] = v.detach().contiguous()
     files = {"config.json": f"{class_name} config", "model.safetensors": f"{class_name} weights"}
     if extra:
         save_file(extra, str(out / EXTRA_FILE))

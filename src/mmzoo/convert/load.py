@@ -26,15 +26,18 @@ from transformers.utils.hub import cached_file
 
 from mmzoo import rundir, zoo
 from mmzoo.compose import compose_config
-from mmzoo.convert import clip, llava, openclip
+from mmzoo.convert import blip, blip2, clip, llava, openclip, originals
 from mmzoo.convert.base import Imported
 from mmzoo.convert.checkpoint import ConversionError, read_pretrained
 from mmzoo.convert.mapping import FillReport, fill
 from mmzoo.convert.projectors import load_projector
 
-# model_type of a transformers checkpoint -> its importer (the BLIP family adds blip, blip-2, instructblip)
+# model_type of a transformers checkpoint -> its importer
 FAMILIES: dict[str, Callable[..., Imported]] = {
+    "blip": blip.import_blip,
+    "blip-2": blip2.import_blip2,
     "clip": clip.import_clip,
+    "instructblip": blip2.import_instructblip,
     "llava": llava.import_llava,
 }
 INFO_FILE = "mmzoo.json"  # what an export holds (see mmzoo.convert.export)
@@ -43,15 +46,19 @@ PARTS_FORMAT = "mmzoo-parts"
 
 
 def read_checkpoint(name_or_path: str, trust_remote_code: bool = False, **options: Any) -> Imported:
-    """The zoo's reading of a transformers checkpoint (directory or hub id) or ``open_clip:<name>``.
+    """The zoo's reading of a transformers checkpoint (directory or hub id), ``open_clip:<name>``
+    or a projector file (MiniGPT-4's ``llama_proj``, LLaVA's ``mm_projector.bin``).
 
     ``options`` go to the family importer (``tokenizer``: another tokenizer; ``pretrained``:
-    open_clip's weights). Remote code runs only with ``trust_remote_code=True``.
+    open_clip's weights; for a projector file, the parts it was trained with: ``blip2``/``vision``
+    and ``llm``, see ``mmzoo.convert.originals``). Remote code runs only with ``trust_remote_code=True``.
     """
     if name_or_path.startswith(openclip.PREFIX):
         if trust_remote_code:
             raise ConversionError("open_clip models run no remote code: trust_remote_code does not apply")
         return openclip.import_open_clip(name_or_path[len(openclip.PREFIX) :], **options)
+    if Path(name_or_path).is_file():
+        return originals.import_projector_file(name_or_path, trust_remote_code=trust_remote_code, **options)
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     importer = FAMILIES.get(config.model_type)
     if importer is None:
@@ -140,8 +147,9 @@ def load_pretrained(
     - a zoo run directory, or a parts export (``python -m mmzoo.export``);
     - a transformers checkpoint (directory or hub id) of a supported family;
     - ``open_clip:<model name>`` with ``pretrained=<tag or file>``;
-    - a projector file (LLaVA ``mm_projector.bin``, MiniGPT-4 ``llama_proj``): fills the
-      bridge of ``model`` (``llava``/``minigpt4``) built with ``overrides``.
+    - a projector file (LLaVA ``mm_projector.bin``, MiniGPT-4 ``llama_proj``) with the parts it
+      was trained with named in ``options`` (``blip2=``/``vision=``, ``llm=``), or, without them,
+      filling the bridge of ``model`` (``llava``/``minigpt4``) built with ``overrides``.
 
     ``overrides`` are config overrides for the recipe (e.g. ``["model.freeze=[encoder]"]``);
     ``model`` checks that the checkpoint is that zoo model; ``dtype`` (``"bfloat16"``...) is the
@@ -154,10 +162,11 @@ def load_pretrained(
         "format"
     ) == PARTS_FORMAT:
         return load_parts_export(path)
-    if path.is_file():
+    if path.is_file() and not options:
         if model is None:
             raise ConversionError(
-                f"{path} is a single file: say which zoo model its projector belongs to (model=...)"
+                f"{path} is a single file: name the parts its projector was trained with (blip2=/vision=, "
+                "llm=), or say which zoo model's bridge it fills (model=...)"
             )
         build_cfg, _ = rundir.resolve_parts(zoo.resolve_config(compose_config([f"model={model}", *overrides])))
         module = instantiate(build_cfg.model, _convert_="all")
