@@ -255,3 +255,40 @@ def test_default_root_honours_mmzoo_cache(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("MMZOO_CACHE", str(tmp_path))
     splits = ensure_shapes(train_size=3, test_size=2, image_size=16)
     assert Path(splits["train"][0]).is_relative_to(tmp_path / "shapes")
+
+
+def _sources(folder: Path) -> set[str]:
+    out = set()
+    for tar in folder.glob("*.tar"):
+        out |= {json.loads(v)["source"] for k, v in tar_members(tar).items() if k.endswith(".json")}
+    return out
+
+
+def test_held_out_split_is_disjoint_and_stable_as_the_folder_grows(tmp_path: Path) -> None:
+    """A test image stays a test image when more images are added (split by a hash of the name)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(60):
+        Image.new("RGB", (8, 8), (i * 4, 0, 0)).save(folder / f"p{i:03d}.png")
+        (folder / f"p{i:03d}.txt").write_text(f"picture number {i}")
+    summary = write_from_folder(folder, tmp_path / "train", 25, test_out=tmp_path / "test", test_fraction=0.2)
+    train, test = _sources(tmp_path / "train"), _sources(tmp_path / "test")
+    assert summary["written"] + summary["test"]["written"] == 60 and not train & test
+    assert 4 <= len(test) <= 20  # about a fifth
+    for i in range(60, 90):
+        Image.new("RGB", (8, 8), (0, i, 0)).save(folder / f"p{i:03d}.png")
+        (folder / f"p{i:03d}.txt").write_text(f"picture number {i}")
+    write_from_folder(folder, tmp_path / "train2", 25, test_out=tmp_path / "test2", test_fraction=0.2)
+    assert test <= _sources(tmp_path / "test2") and train <= _sources(tmp_path / "train2")
+
+
+def test_cli_writes_a_test_split(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["folder", str(image_folder), str(tmp_path / "tr"), "--test-out", str(tmp_path / "te"), "--test-fraction", "0.5"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] + summary["test"]["written"] == 3
+    assert (tmp_path / "te" / "manifest.json").is_file()
+    bad = ["folder", str(image_folder), str(tmp_path / "nothing"), "--test-out", str(tmp_path / "te2"), "--test-fraction", "1.5"]
+    assert main(bad) == 2  # a fraction outside (0, 1): an error naming it, before anything is written
+    assert "test_fraction" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()

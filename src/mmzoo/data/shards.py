@@ -10,7 +10,9 @@ A shard folder holds::
 
 Sources: a folder of images with sidecar ``.txt`` captions, a TSV/CSV/parquet table of
 (image, caption), or the embedded ``shapes`` generator (``ensure_shapes``, cached). Bad inputs are skipped and counted
-by reason, never fatal. Command line: ``python -m mmzoo.data.shards --help``.
+by reason, never fatal. A user's folder or table can be split as it is written
+(``--test-out DIR --test-fraction 0.1``): each image goes to the test split by a hash of its
+name, so the split is stable when images are added. Command line: ``python -m mmzoo.data.shards --help``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,13 +183,56 @@ def _write_checked(writer: ShardWriter, image: Path, caption: str | None, record
     writer.write(jpg, caption.strip(), record)
 
 
+class HeldOutSplit:
+    """Two writers: a sample goes to ``test`` when a hash of its name falls under ``fraction``.
+
+    By name, not by position or a random draw: the same image lands in the same split on
+    every run and when the folder grows, so a test image is never trained on later.
+    """
+
+    def __init__(self, train: ShardWriter, test: ShardWriter | None, fraction: float) -> None:
+        self.train, self.test, self.fraction = train, test, fraction
+
+    def writer(self, name: str) -> ShardWriter:
+        if self.test is None or zlib.crc32(name.encode()) / 2**32 >= self.fraction:
+            return self.train
+        return self.test
+
+    def __enter__(self) -> HeldOutSplit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.train.close()
+        if self.test is not None:
+            self.test.close()
+
+    def summary(self) -> dict[str, Any]:
+        summary = self.train.summary()
+        return summary if self.test is None else {**summary, "test": self.test.summary()}
+
+
+def _split(
+    out: str | os.PathLike, samples_per_shard: int, test_out: str | os.PathLike | None, test_fraction: float
+) -> HeldOutSplit:
+    if test_out is not None and not 0.0 < test_fraction < 1.0:  # before any folder is made
+        raise ValueError(f"test_fraction must be in (0, 1) with a test folder, got {test_fraction}")
+    test = ShardWriter(test_out, samples_per_shard) if test_out is not None else None
+    return HeldOutSplit(ShardWriter(out, samples_per_shard), test, test_fraction)
+
+
 def write_from_folder(
-    folder: str | os.PathLike, out: str | os.PathLike, samples_per_shard: int = 1000
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    samples_per_shard: int = 1000,
+    test_out: str | os.PathLike | None = None,
+    test_fraction: float = 0.1,
 ) -> dict[str, Any]:
     """Shard every image under ``folder`` that has a sidecar ``.txt`` caption (same stem).
 
-    An optional sidecar ``.json`` is merged into the sample's record. Returns
-    ``{"out", "written", "shards", "skipped": {reason: count}}``.
+    An optional sidecar ``.json`` is merged into the sample's record. With ``test_out``, a
+    ``test_fraction`` of the images (by a hash of their path) go there instead. Returns
+    ``{"out", "written", "shards", "skipped": {reason: count}}`` (and ``"test"``: the same
+    for the test split).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -194,8 +240,9 @@ def write_from_folder(
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    with ShardWriter(out, samples_per_shard) as writer:
+    with _split(out, samples_per_shard, test_out, test_fraction) as split:
         for path in images:
+            writer = split.writer(str(path.relative_to(folder)))
             txt, meta = path.with_suffix(".txt"), path.with_suffix(".json")
             caption = txt.read_text(encoding="utf-8") if txt.is_file() else None
             record: dict[str, Any] = {"source": str(path.relative_to(folder))}
@@ -205,7 +252,7 @@ def write_from_folder(
                 except json.JSONDecodeError:
                     log.warning("ignoring invalid json sidecar %s", meta)
             _write_checked(writer, path, caption, record)
-    return writer.summary()
+    return split.summary()
 
 
 def _read_table(path: Path) -> Any:
@@ -224,11 +271,14 @@ def write_from_table(
     image_col: str = "image",
     caption_col: str = "caption",
     samples_per_shard: int = 1000,
+    test_out: str | os.PathLike | None = None,
+    test_fraction: float = 0.1,
 ) -> dict[str, Any]:
     """Shard the rows of a TSV/CSV/parquet table of (image path, caption).
 
     Relative image paths are resolved against the table's folder. Other columns go into
-    the sample's record. Returns the same summary as ``write_from_folder``.
+    the sample's record. ``test_out``/``test_fraction`` split as ``write_from_folder`` does
+    (by the image path). Returns the same summary as ``write_from_folder``.
     """
     path = Path(path)
     if not path.is_file():
@@ -239,11 +289,12 @@ def write_from_table(
         raise ValueError(f"{path}: no column(s) {missing}; columns are {list(table.columns)}")
     if len(table) == 0:
         raise ValueError(f"{path}: the table has no rows")
-    with ShardWriter(out, samples_per_shard) as writer:
+    with _split(out, samples_per_shard, test_out, test_fraction) as split:
         for row in table.to_dict(orient="records"):
             image = str(row.pop(image_col) or "")
             caption = row.pop(caption_col)
             caption = caption if isinstance(caption, str) else None
+            writer = split.writer(image)
             if not image:
                 writer.skip("missing_image")
                 continue
@@ -253,7 +304,7 @@ def write_from_table(
                 **{k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))},
             }
             _write_checked(writer, image_path, caption, record)
-    return writer.summary()
+    return split.summary()
 
 
 def default_root() -> Path:
@@ -340,6 +391,10 @@ def _parser() -> argparse.ArgumentParser:
     generated.add_argument("--image-size", type=int, default=64)
     for p in (folder, table, generated):
         p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar (default: 1000)")
+    for p in (folder, table):
+        p.add_argument("--test-out", default=None, help="also write a held-out test split into this folder")
+        p.add_argument("--test-fraction", type=float, default=0.1,
+                       help="share of the images (by a hash of their path) for --test-out (default: 0.1)")  # fmt: skip
     return parser
 
 
@@ -348,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.source == "folder":
-            summary = write_from_folder(args.folder, args.out, args.samples_per_shard)
+            summary = write_from_folder(args.folder, args.out, args.samples_per_shard, args.test_out, args.test_fraction)
         elif args.source == "table":
             summary = write_from_table(
-                args.table, args.out, args.image_col, args.caption_col, args.samples_per_shard
+                args.table, args.out, args.image_col, args.caption_col, args.samples_per_shard, args.test_out,
+                args.test_fraction,
             )
         else:
             splits = ensure_shapes(
