@@ -131,7 +131,8 @@ def read_real_checkpoint(cfg: DictConfig, model: str | None) -> Any:
     read for the zoo; it must be of the chosen ``model``."""
     from mmzoo.convert import read_checkpoint
 
-    imported = read_checkpoint(str(cfg.pretrained), **(cfg.get("pretrained_with") or {}))
+    parts = {k: str(v) for k, v in (cfg.get("pretrained_with") or {}).items() if v is not None}
+    imported = read_checkpoint(str(cfg.pretrained), **parts)
     if model and imported.model != model:
         raise ValueError(f"pretrained={cfg.pretrained} is a {imported.model!r} checkpoint: run it with model={imported.model}")
     return imported

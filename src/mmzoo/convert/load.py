@@ -11,6 +11,7 @@ pretrained=...``: the run composes its config, swaps the parts, builds as usual,
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,6 +66,13 @@ def read_checkpoint(name_or_path: str, trust_remote_code: bool = False, **option
         raise ConversionError(
             f"{name_or_path}: {config.model_type!r} ({', '.join(config.architectures or [])}) has no zoo "
             f"importer; supported: {sorted(FAMILIES)} and open_clip:<model name>"
+        )
+    accepted = inspect.signature(importer).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        raise ConversionError(
+            f"{name_or_path} is a whole {config.model_type!r} checkpoint: {unknown} do not apply to it (parts are "
+            "named only for a projector file)"
         )
     imported = importer(
         name_or_path, config, read_pretrained(name_or_path), trust_remote_code=trust_remote_code, **options

@@ -161,7 +161,8 @@ def import_llava_projector(
             f"vision={vision} is a {config.model_type!r} checkpoint, not a CLIP vision tower"
         )
     tower = read_pretrained(vision)
-    keep = [k for k in tower if k.startswith("vision_model.")]
+    # CLIPModel (and older CLIPVisionModel) files prefix the tower with vision_model.; newer ones do not
+    keep = [k for k in tower if k.startswith("vision_model.")] if hasattr(config, "vision_config") else list(tower)
     if not keep:
         raise ConversionError(f"vision={vision}: no vision_model.* tensors in it")
     llm_node, llm_weights, context = _llm(llm, tokenizer, trust_remote_code)
@@ -192,8 +193,8 @@ def import_llava_projector(
         },
     )
     rules = (
-        Rule(r"vision\.vision_model\.embeddings\.position_ids", ()),
-        Rule(r"vision\.vision_model\.(.+)", (r"encoder.model.\1",)),
+        Rule(r"vision\.(?:vision_model\.)?embeddings\.position_ids", ()),
+        Rule(r"vision\.(?:vision_model\.)?(.+)", (r"encoder.model.\1",)),
         LLM_RULE,
         *_prefixed("projector", LLAVA, "bridge.projector."),
     )
