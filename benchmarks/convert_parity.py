@@ -3,10 +3,11 @@
     python benchmarks/convert_parity.py [--size tiny|base]
 
 Random reference models (``tiny``: test sizes; ``base``: CLIP ViT-B/32 widths, and a LLaVA
-of a CLIP-B/32 tower with a 4-layer 1024-wide LLaMA) are saved as their libraries save
-them, loaded through ``mmzoo.convert.load_pretrained`` and run on the same inputs in
-fp32. Prints the max abs difference of each output, whether greedy generation agrees,
-and whether export then re-import gives back bit-equal tensors.
+of a CLIP-B/32 tower with a 4-layer 1024-wide LLaMA; the BLIP family's are in
+``convert_parity_blip.py``: BLIP-2's own Q-Former size at ``base``) are saved as their
+libraries save them, loaded through ``mmzoo.convert.load_pretrained`` and run on the same
+inputs in fp32. Prints the max abs difference of each output, whether greedy generation
+agrees, and whether export then re-import gives back bit-equal tensors.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from convert_parity_blip import blip_family_parity
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, LlavaConfig, LlavaForConditionalGeneration
 
@@ -216,11 +218,12 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        size = SIZES[args.size]
+        size = dict(SIZES[args.size], name=args.size)
         results["CLIPModel"] = clip_parity(tmp, size, tok)
         results["open_clip"] = open_clip_parity(tmp, size, tok)
         results["LlavaForConditionalGeneration"] = llava_parity(tmp, size, llm_tok)
         results["projectors"] = projector_parity(tmp, size, llm_tok)
+        results.update(blip_family_parity(tmp, size, WORDS))
     print(json.dumps({"size": args.size, **results}, indent=2))
 
 
