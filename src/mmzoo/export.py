@@ -1,9 +1,12 @@
 """``python -m mmzoo.export <run dir> <out dir>``: a trained zoo model for other libraries.
 
 A CLIP of transformers CLIP towers is written as a ``CLIPModel`` directory, a LLaVA-shaped
-model as ``LlavaForConditionalGeneration`` (each loads with that class's
-``from_pretrained`` and gives the same outputs); any other model as safetensors of its
-parts with the config that builds it. ``mmzoo.json`` in ``<out dir>`` says what is what.
+model as ``LlavaForConditionalGeneration``, a BLIP as ``BlipForConditionalGeneration`` (or,
+with ``--layout``, ``BlipForImageTextRetrieval``), a BLIP-2 / InstructBLIP of their own vision
+towers as ``Blip2ForConditionalGeneration`` / ``InstructBlipForConditionalGeneration`` (each
+loads with that class's ``from_pretrained`` and gives the same outputs); any other model as
+safetensors of its parts with the config that builds it. ``mmzoo.json`` in ``<out dir>``
+says what is what.
 """
 
 from __future__ import annotations

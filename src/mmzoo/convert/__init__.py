@@ -7,10 +7,15 @@
     load_projector(llava, "mm_projector.bin")                         # LLaVA / MiniGPT-4 projector files
     export_run("runs/clip/<time>", "exported/")                       # CLIPModel layout, or parts
 
-One module per family (``clip``, ``openclip``, ``llava``, ``projectors``): a key table
-(``mapping.Rule``) and the part nodes its checkpoints build. ``load.FAMILIES`` maps a
-checkpoint's ``model_type`` to its importer, ``export.LAYOUTS`` a transformers class to
-its exporter.
+    blip2 = load_pretrained("Salesforce/blip2-opt-2.7b")                # -> model=blip2 (also BLIP, InstructBLIP)
+    minigpt4 = load_pretrained("pretrained_minigpt4.pth", blip2="Salesforce/blip2-flan-t5-xxl",
+                               llm="<vicuna dir>")                       # a projector file with its parts
+
+One module per family (``clip``, ``openclip``, ``llava``, ``blip``, ``blip2`` (BLIP-2 and
+InstructBLIP), ``projectors`` and ``originals`` (projector files alone, or assembled with
+the parts they name)): a key table (``mapping.Rule``) and the part nodes its checkpoints
+build. ``load.FAMILIES`` maps a checkpoint's ``model_type`` to its importer,
+``export.LAYOUTS`` a transformers class to its exporter.
 """
 
 from mmzoo.convert.checkpoint import ConversionError
