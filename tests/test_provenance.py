@@ -20,6 +20,7 @@ from mmzoo.provenance import (
     library_versions,
     peak_memory,
     provenance,
+    reset_peak_memory,
 )
 
 
@@ -143,6 +144,17 @@ def test_peak_memory_is_at_least_what_is_resident_now():
         x = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")  # 64 MiB
         assert peak_memory()["gpu_max_allocated_mb"] >= 64
         del x
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc/self/clear_refs")
+def test_reset_peak_memory_forgets_what_was_freed_before():
+    block = bytearray(b"\x01") * (300 << 20)  # written, hence resident; then returned to the OS
+    del block
+    before = peak_memory()["cpu_rss_mb"]
+    assert reset_peak_memory() is True
+    after = peak_memory()["cpu_rss_mb"]
+    assert after < before - 200  # a sweep's second job no longer reports the first one's peak
+    assert after >= _current_rss_mb() - 1
 
 
 def test_provenance_tells_seeds_of_one_config_apart_yet_groups_them(tmp_path, shapes_writer):

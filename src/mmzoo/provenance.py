@@ -4,7 +4,8 @@ A number on the leaderboard is only worth comparing when one can say what produc
 ``provenance(...)`` gathers, at the end of a run, everything the leaderboard shows next
 to a row: the mmzoo git commit and whether the tree was dirty, a hash of the resolved
 config, the identity of the training and evaluation data, library versions and the
-device; ``peak_memory()`` is read separately because it belongs with the cost columns.
+device; ``peak_memory()`` is read separately because it belongs with the cost columns, and
+``reset_peak_memory()`` starts its window when a run starts.
 
 Each function degrades to ``None`` fields instead of failing (no git, no manifest, no
 CUDA): provenance must never be the reason a finished run loses its metrics.
@@ -198,6 +199,26 @@ def peak_memory() -> dict[str, float | None]:
     if torch is not None and torch.cuda.is_available():
         gpu = max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / (1 << 20)
     return {"cpu_rss_mb": round(rss_mb, 1), "gpu_max_allocated_mb": None if gpu is None else round(gpu, 1)}
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak-memory window, so that ``peak_memory()`` measures what follows.
+
+    Several runs in one process (a Hydra sweep on the basic launcher, the zoo making its
+    parts first) would otherwise each report the largest peak of any run before them. On
+    Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the resident-set high-water
+    mark to the current RSS (``ru_maxrss`` follows); CUDA's peak statistics are reset too.
+    Returns False where the CPU peak cannot be reset (then it is the process's peak).
+    """
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def provenance(

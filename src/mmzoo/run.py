@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmzoo import rundir, zoo
 from mmzoo.presets import SEARCH_PATH
-from mmzoo.provenance import peak_memory, provenance
+from mmzoo.provenance import peak_memory, provenance, reset_peak_memory
 from mmzoo.report import print_metrics
 
 log = logging.getLogger("mmzoo.run")
@@ -157,6 +157,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         imported = read_real_checkpoint(cfg, picked.get("model"))
         cfg = convert_config(cfg, imported)
     cfg = zoo.resolve_config(cfg, make=train_and_evaluate)  # the zoo's own parts, made once, before building
+    reset_peak_memory()  # this run's peak, not that of the zoo's parts or an earlier job of a sweep
     build_cfg, saved_cfg = rundir.resolve_parts(cfg)
     module, datamodule, trainer = build(build_cfg, run_dir)
     if imported is not None:
