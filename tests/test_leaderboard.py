@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def runs(tmp_path: Path) -> Path:
     write_run(root / "clip", "clip", 0, {"retrieval/t2i_r1": 0.6, "retrieval/chance_r1": 0.01})
     write_run(root / "other_data", "llava", 0, cider(9.0), ("bridge=linear",), eval_hash=EVAL_B)
     write_run(root / "no_hash", "llava", 0, cider(3.0), ("bridge=mlp3",), eval_hash=None)
+    write_run(root / "vqa_only", "instructblip", 0, {"vqa/accuracy": 0.4})  # generative, no CIDEr: a blank
     failed = root / "crashed"
     failed.mkdir()
     (failed / "metrics.json").write_text(json.dumps({
@@ -100,7 +102,7 @@ def _row(groups, model, label):
 
 def test_collect_sorts_runs_failed_and_skipped_with_reasons(runs):
     collection = collect(runs)
-    assert len(collection.runs) == 9 + 4
+    assert len(collection.runs) == 9 + 5
     assert [(r.name, r.error) for r in collection.failed] == [("crashed", "RuntimeError: CUDA out of memory")]
     reasons = {Path(s.name).name: s.reason for s in collection.skipped}
     assert set(reasons) == {"truncated", "empty", "old", "list", "text_metric", "future", "killed"}
@@ -119,16 +121,20 @@ def test_seeds_fold_into_mean_and_sample_std(runs):
     assert _row(groups, "minigpt4", "(defaults)").summary("caption/cider").std is None
 
 
-def test_runs_on_different_evaluation_data_are_never_ranked_together(runs):
+def test_runs_on_different_evaluation_data_or_tasks_are_never_ranked_together(runs):
     groups = build_groups(collect(runs).runs)
-    assert [g.eval_data for g in groups] == [(EVAL_A, 512), (EVAL_B, 512), None]
-    a, b, unknown = groups
+    assert [(g.eval_data, g.task) for g in groups] == [
+        ((EVAL_A, 512), "generative"), ((EVAL_A, 512), "retrieval"), ((EVAL_B, 512), "generative"), (None, "generative")
+    ]
+    a, a_retrieval, b, unknown = groups
     assert a.rows[0].label == "bridge=mlp2" and a.rows[0].rank == 1  # not the 9.0 of data B
     assert [r.summary("caption/cider").mean for r in b.rows] == [9.0] and b.rows[0].rank == 1
     assert not unknown.ranked and all(r.rank is None for r in unknown.rows)
     assert a.metric == "caption/cider"
-    # clip reports no CIDEr: listed in its group, not ranked
-    assert _row(groups, "clip", "(defaults)").rank is None
+    assert _row(groups, "instructblip", "(defaults)").rank is None  # reports no CIDEr: listed, not ranked
+    # clip reports no CIDEr either: it is ranked among retrieval models, by retrieval
+    assert a_retrieval.metric == "retrieval/t2i_r1" and [r.model for r in a_retrieval.rows] == ["clip"]
+    assert _row(groups, "clip", "(defaults)").rank == 1
 
 
 def test_samples_evaluated_are_part_of_the_data_identity(tmp_path):
@@ -165,7 +171,9 @@ def test_outputs_show_groups_cost_provenance_failures_and_skips(runs, capsys):
     out = runs.parent / "out"
     assert main([str(runs), "--out", str(out)]) == 0
     md = (out / "leaderboard.md").read_text()
-    assert len(re.findall(r"## evaluation data [0-9a-f]{12} ", md)) == 2 and "evaluation data not recorded" in md
+    assert len(re.findall(r"## generative models, evaluation data [0-9a-f]{12} ", md)) == 2
+    assert len(re.findall(r"## retrieval models, evaluation data [0-9a-f]{12} ", md)) == 1
+    assert "evaluation data not recorded" in md
     assert "aaaaaaaaaaaa" in md and "bbbbbbbbbbbb" in md and "never ranked against each other" in md
     assert "1.1000 ± 0.1000" in md and "n=3" in md and "n=1" in md
     assert "differs (p=" in md and "within noise (p=" in md and "n/a (n<2)" in md
@@ -177,7 +185,7 @@ def test_outputs_show_groups_cost_provenance_failures_and_skips(runs, capsys):
     assert "CUDA out of memory" in md and "blip2" in md
     for name in ("truncated", "old", "killed"):
         assert f"broken/{name}" in md
-    assert "## evaluation data aaaaaaaaaaaa" in capsys.readouterr().out
+    assert "## generative models, evaluation data aaaaaaaaaaaa" in capsys.readouterr().out
     with open(out / "leaderboard.csv") as f:
         rows = list(csv.DictReader(f))
     linear = next(r for r in rows if r["config"] == "bridge=linear" and r["eval data"] == EVAL_A)
@@ -297,10 +305,18 @@ class _Tables(HTMLParser):
             self.current = None
 
 
+# as root in a container (CI) chromium needs --no-sandbox; the rest keep it off the network (no
+# component updates, sync, field trials or first-run pings) and on a fresh profile per call
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps")
+
+
 def chromium(tmp_path: Path, *args: str) -> str:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--user-data-dir={tmp_path / 'profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    profile = tempfile.mkdtemp(prefix="profile-", dir=tmp_path)
+    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}"
+    return done.stdout
 
 
 def dom_tables(tmp_path: Path, url: str) -> _Tables:
@@ -368,4 +384,4 @@ def test_garbled_optional_fields_leave_blanks_not_a_crash(tmp_path, capsys):
     (group,) = build_groups(collection.runs)
     assert group.eval_data is None  # no provenance: its evaluation data is unknown, so not ranked
     md = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "| llava | (defaults) | n=1 | 1.0000 |" in md and "? / ?" in md
+    assert "| llava | (defaults) | trained | n=1 | 1.0000 |" in md and "? / ?" in md

@@ -1,7 +1,7 @@
 """``python -m mmzoo.leaderboard RUNS_DIR [--out DIR]``: a leaderboard that says what is comparable.
 
 Collects every ``metrics.json`` under ``RUNS_DIR`` (recursively, Hydra multirun folders
-included) and writes ``leaderboard.md``, ``.csv``, ``.html`` (self-contained, sortable,
+included; ``make leaderboard`` first trains the whole zoo into one) and writes ``leaderboard.md``, ``.csv``, ``.html`` (self-contained, sortable,
 with model outputs side by side) and ``.png`` into ``--out`` (default ``RUNS_DIR``),
 plus ``ablation.png`` / ``ablation_<i>.png`` where configurations differ in their
 overrides (a sweep), and prints the markdown. How rows are grouped, folded over seeds,
@@ -40,7 +40,9 @@ and 1000 samples of the same split are not ranked together). Metric keys ending 
 ``@blank`` / ``@shuffled`` are the blind baselines of the metric before the ``@``; keys
 whose name contains ``chance`` are chance levels (shown, never ranked). A failed run
 needs only ``schema``, ``status``, ``error``, ``model`` (and, usefully, ``overrides``).
-Files without ``"schema"`` are schema 1 (no provenance): listed as skipped.
+Files without ``"schema"`` are schema 1 (no provenance): listed as skipped. A ``stage=test``
+override (evaluation only) marks a row ``untrained`` (or ``pretrained`` when the run names
+``pretrained`` weights, see ``Run.training``).
 
 Besides ``metrics.json`` the page reads ``examples.jsonl`` and ``examples/<key>.png``
 from a run directory (see ``mmzoo.compare.page``).
@@ -64,12 +66,14 @@ def ablation_name(index: int) -> str:
     return "ablation.png" if index == 0 else f"ablation_{index + 1}.png"
 
 
-def write(collection: Collection, groups: list[Group], out: str | Path, k: int = 6) -> dict[str, Path]:
+def write(
+    collection: Collection, groups: list[Group], out: str | Path, k: int = 6, all_metrics: bool = False
+) -> dict[str, Path]:
     """Write the markdown, CSV, plots and HTML page into ``out``; returns their paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
-    paths["md"].write_text(to_markdown(collection, groups))
+    paths["md"].write_text(to_markdown(collection, groups, all_metrics=all_metrics))
     write_csv(groups, paths["csv"])
     leaderboard_plot(groups, paths["png"])
     images = {"leaderboard": paths["png"]}
@@ -77,7 +81,7 @@ def write(collection: Collection, groups: list[Group], out: str | Path, k: int =
     for n, (i, group) in enumerate(sweeps):
         images[f"ablation-{i}"] = paths[f"ablation-{i}"] = ablation_plot(group, out / ablation_name(n))
     paths["html"] = out / "leaderboard.html"
-    paths["html"].write_text(to_html(collection, groups, images, k))
+    paths["html"].write_text(to_html(collection, groups, images, k, all_metrics))
     return paths
 
 
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: RUNS)")
     parser.add_argument("--metric", default=None, help="metric to rank by (default: the most common preferred one)")
     parser.add_argument("--examples", type=int, default=6, help="test images shown side by side")
+    parser.add_argument("--all-metrics", action="store_true",
+                        help="every metric in the tables (default: each task's headline metrics; the CSV has all)")
     args = parser.parse_args(argv)
     if not Path(args.runs).is_dir():
         print(EMPTY.format(root=f"{args.runs!r} (no such folder)"))
@@ -96,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(EMPTY.format(root=repr(args.runs)))
         return 1
     groups = build_groups(collection.runs, args.metric)
-    paths = write(collection, groups, args.out or args.runs, args.examples)
-    print(to_markdown(collection, groups, args.runs))
+    paths = write(collection, groups, args.out or args.runs, args.examples, args.all_metrics)
+    print(to_markdown(collection, groups, args.runs, args.all_metrics))
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0
 

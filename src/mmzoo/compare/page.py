@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmzoo.compare.columns import columns
 from mmzoo.compare.plots import row_name
 from mmzoo.compare.records import Collection, Run
 from mmzoo.compare.render import RULES, ablation_table, has_ablation
-from mmzoo.compare.table import Group, Row, columns
+from mmzoo.compare.table import Group, Row
 
 THUMBNAIL_PX = 128
 
@@ -125,15 +126,17 @@ def sortable_table(table_id: str, header: Sequence[str], body: Sequence[Sequence
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _group_table(group: Group, table_id: str) -> str:
-    cols = columns(group)
+def _group_table(group: Group, table_id: str, all_metrics: bool = False) -> str:
+    cols = columns(group, all_metrics)
     body = []
     for row in group.rows:
         cells = []
         for col in cols:
             text, css = col.cell(row), col.kind
-            if col.name == "beats blind" and text.startswith("NO"):
+            if col.name.startswith("beats") and text.startswith("NO"):
                 css = "check flag"
+            elif col.kind == "metric" and col.name in row.blind_failures:  # does not beat its blind self
+                css = "metric flag"
             elif col.name.startswith("vs best") and text == "best":
                 css = "check best"
             cells.append((text, css, next(iter(col.raw(row).values()), None)))
@@ -212,20 +215,23 @@ def side_by_side(group: Group, k: int = 6) -> str:
 # ---- the page -----------------------------------------------------------------------------
 
 
-def to_html(collection: Collection, groups: Sequence[Group], images: dict[str, Path], k: int = 6) -> str:
-    """The page; ``images`` maps ``"leaderboard"`` and ``"ablation-<i>"`` to PNG files to inline."""
+def to_html(
+    collection: Collection, groups: Sequence[Group], images: dict[str, Path], k: int = 6, all_metrics: bool = False
+) -> str:
+    """The page; ``images`` maps ``"leaderboard"`` and ``"ablation-<i>"`` to PNG files to inline.
+    Tables show each group's headline metrics, or every metric with ``all_metrics``."""
     rules = re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", _esc(RULES)))
     parts = [f"<h1>mmzoo leaderboard</h1><p class='note'>{rules}</p>"]
     parts.append(
         f"<p>{len(collection.runs)} runs, {sum(len(g.rows) for g in groups)} configurations, "
-        f"{len(groups)} evaluation-data group(s); {len(collection.failed)} failed, "
+        f"{len(groups)} group(s) of one task and evaluation data; {len(collection.failed)} failed, "
         f"{len(collection.skipped)} skipped. Click a header to sort.</p>"
     )
     for i, group in enumerate(groups):
         parts.append(f"<h2>{_esc(group.title)}</h2>")
         if group.ranked:
             parts.append(f"<p class='note'>Ranked by <code>{_esc(group.metric)}</code>.</p>")
-        parts.append(_group_table(group, f"group-{i}"))
+        parts.append(_group_table(group, f"group-{i}", all_metrics))
         if has_ablation(group):
             header, body = ablation_table(group)
             parts.append(f"<h3>Ablation over {_esc(', '.join(group.swept))}</h3>")

@@ -29,8 +29,10 @@ def _blind(row: Row, metric: str) -> float | None:
 
 
 def row_name(row: Row) -> str:
-    """``"llava bridge=mlp2"``; just the model when it runs with its defaults."""
-    return row.model if row.label == "(defaults)" else f"{row.model} {row.label}"
+    """``"llava bridge=mlp2"``; just the model when it runs with its defaults; ``(untrained)`` or
+    ``(pretrained)`` after an evaluated-only run."""
+    name = row.model if row.label == "(defaults)" else f"{row.model} {row.label}"
+    return name if row.training == "trained" else f"{name} ({row.training})"
 
 
 def leaderboard_plot(groups: Sequence[Group], path: Path) -> Path:

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmzoo.provenance import VOLATILE_KEYS
+
 SCHEMA = 2
 METRICS_FILE = "metrics.json"
 BLIND_SUFFIXES = ("@blank", "@shuffled")
-# overrides that name how a job was launched, not what it computes
-UNLABELLED_KEYS = ("seed", "sweep", "model")
+# overrides that name how a job was launched or what it is (shown in columns of their own),
+# not a setting that tells configurations apart in the label
+UNLABELLED_KEYS = ("seed", "sweep", "model", "stage")
 
 
 @dataclass
@@ -68,11 +71,26 @@ class Run:
 
     @property
     def settings(self) -> dict[str, str]:
-        """Overrides as ``{key: value}`` without seed/sweep/model and Hydra's own keys."""
-        pairs = (o.split("=", 1) for o in self.overrides if "=" in o)
-        return {
-            override_key(k): v for k, v in pairs if override_key(k) not in UNLABELLED_KEYS and not k.startswith("hydra")
-        }
+        """Overrides as ``{key: value}`` without seed/sweep/model/stage, Hydra's own keys and the
+        keys that change how a run reports, not what it computes (``trainer.enable_progress_bar``)."""
+        pairs = ((override_key(k), v) for k, v in (o.split("=", 1) for o in self.overrides if "=" in o))
+        return {k: v for k, v in pairs if k not in UNLABELLED_KEYS and not _volatile(k)}
+
+    @property
+    def stage(self) -> str:
+        """``fit`` (train, then evaluate) or ``test`` (evaluate only), as the command asked."""
+        stages = [o.split("=", 1)[1] for o in self.overrides if "=" in o and override_key(o) == "stage"]
+        return stages[-1] if stages else "fit"
+
+    @property
+    def training(self) -> str:
+        """``trained``; ``untrained`` (``stage=test`` of a freshly built model: the baseline that
+        shows what training added); or ``pretrained`` (``stage=test`` of weights made elsewhere)."""
+        steps = self.get("train.steps")
+        if self.stage != "test" and steps != 0:
+            return "trained"
+        given = {override_key(o) for o in self.overrides}
+        return "pretrained" if "pretrained" in self.lineage or given & {"pretrained", "init_from"} else "untrained"
 
     @property
     def label(self) -> str:
@@ -124,6 +142,10 @@ class Run:
                 return None
             node = node[part]
         return node
+
+
+def _volatile(key: str) -> bool:
+    return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
 
 
 def override_key(override: str) -> str:

@@ -1,32 +1,54 @@
-"""From runs to comparable rows: group by evaluation data, fold seeds, rank, check, cost.
+"""From runs to comparable rows: group by evaluation data and task, fold seeds, rank, check.
 
 * **Groups.** Runs are grouped by what they were evaluated on (content hash of the
-  evaluation split and the number of samples evaluated) and ranked only within a group.
-  Runs that did not record it form one group that is listed but not ranked.
+  evaluation split and the number of samples evaluated) and by their task (``TASKS``:
+  generative models, retrieval/zero-shot models, language models), and ranked only within
+  a group: a CLIP is not ranked below a captioner on a caption metric it does not have.
+  Runs that did not record their evaluation data form groups that are listed, not ranked.
 * **Rows.** Runs that differ only in ``seed`` (``Run.configuration``) fold into one row:
   each metric as mean ± sample std over the seeds, and n.
-* **Rank and noise.** Rows are ranked by the group's main metric; every other row is
-  compared with the best by ``compare.significance.welch`` (see there for the rule).
+* **Rank and noise.** Rows are ranked by the group's main metric (the first of the task's
+  ``HEADLINE`` metrics that most rows report; lower is better for losses and perplexity);
+  every other row is compared with the best by ``compare.significance.welch``.
+* **Untrained baselines.** A run of ``stage=test`` on a freshly built model shows what
+  training added. Its row is not ranked: it sits right under its trained self (same model
+  and settings), and the trained row says whether it beats it by the clear margin below.
 * **Blind check.** A metric ``m`` with blind baselines (``m@blank``, ``m@shuffled``: the
   same model given blank or shuffled images) must beat the best of them by a clear
   margin, ``max(0.02, 10% of the blind value)``; a row that does not is flagged. The
   absolute floor keeps tiny blind scores from making any improvement "clear"; the
-  relative part scales with metrics such as CIDEr that are not bounded by 1.
+  relative part scales with metrics such as CIDEr that are not bounded by 1. Descriptive
+  statistics (``grounding/objects_per_caption``) are shown but neither ranked nor checked.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mmzoo.compare.records import BLIND_SUFFIXES, Run
 from mmzoo.compare.significance import Comparison, Summary, summarize, welch
 
-PREFERRED_METRICS = ("caption/cider", "vqa/accuracy", "retrieval/t2i_r1", "retrieval/i2t_r1")
+# task -> prefixes of its metrics, in the order a run's task is decided (BLIP, which
+# retrieves and captions, is a generative model)
+TASKS: dict[str, tuple[str, ...]] = {
+    "generative": ("grounding/", "vqa/", "caption/"),
+    "retrieval": ("retrieval/", "zeroshot/"),
+    "language": ("lm/",),
+}
+# the metrics a group's table shows by default (each beside its blind values), the first the
+# group reports being the one it is ranked by. Generative models are ranked by whether their
+# caption names exactly what is in the scene, not by CIDEr, which templated captions inflate.
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "generative": ("grounding/scene_accuracy", "grounding/object_precision", "vqa/accuracy", "caption/cider"),
+    "retrieval": ("retrieval/t2i_r1", "retrieval/i2t_r1", "zeroshot/colour_acc", "zeroshot/shape_acc"),
+    "language": ("lm/perplexity",),
+}
+PREFERRED_METRICS = tuple(m for names in HEADLINE.values() for m in names) + ("caption/cider", "vqa/accuracy")
+LOWER_IS_BETTER = ("loss", "perplexity")  # metric names (after the last "/")
+DESCRIPTIVE = ("objects_per_caption",)  # neither better high nor low: shown, never ranked or checked
 MARGIN_ABS, MARGIN_REL = 0.02, 0.10
 DEFAULT = "(default)"
 
@@ -43,6 +65,29 @@ def base_metric(metric: str) -> str:
     return metric.split("@", 1)[0]
 
 
+def direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is, 0 for chance levels and descriptive statistics."""
+    name = base_metric(metric).rsplit("/", 1)[-1]
+    if is_chance(metric) or name in DESCRIPTIVE:
+        return 0
+    return -1 if name in LOWER_IS_BETTER else 1
+
+
+def clears(value: float | None, baseline: float | None, sign: int = 1) -> bool | None:
+    """Does ``value`` beat ``baseline`` by the clear margin (in the metric's direction)? None if unknown."""
+    if value is None or baseline is None:
+        return None
+    return bool(sign * (value - baseline) >= max(MARGIN_ABS, MARGIN_REL * abs(baseline)))  # NaN: False
+
+
+def task_of(run: Run) -> str:
+    """The run's task (``TASKS``) from the metrics it reports; ``other`` when none matches."""
+    for task, prefixes in TASKS.items():
+        if any(m.startswith(prefixes) for m in run.metrics):
+            return task
+    return "other"
+
+
 @dataclass
 class Row:
     """One configuration: the runs that differ only by seed, and how it compares."""
@@ -51,6 +96,8 @@ class Row:
     rank: int | None = None
     vs_best: Comparison | None = None  # None for the best row and unranked rows
     blind_failures: list[str] = field(default_factory=list)
+    untrained: Row | None = None  # this configuration's untrained baseline, when it was run
+    beats_untrained: bool | None = None  # on the group's main metric, by the clear margin
 
     @property
     def first(self) -> Run:
@@ -63,6 +110,14 @@ class Row:
     @property
     def label(self) -> str:
         return self.first.label
+
+    @property
+    def training(self) -> str:
+        return self.first.training
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.training == "untrained"
 
     @property
     def n(self) -> int:
@@ -96,30 +151,49 @@ class Row:
 
 @dataclass
 class Group:
-    """Rows evaluated on the same data; ranked by ``metric`` when ``ranked``."""
+    """Rows of one task evaluated on the same data; ranked by ``metric`` when ``ranked``."""
 
     eval_data: tuple[str, int | None] | None
     rows: list[Row]
     metric: str | None = None
     ranked: bool = True
+    task: str = "other"
 
     @property
     def title(self) -> str:
+        models = f"{self.task} models" if self.task != "other" else "other runs"
         if self.eval_data is None:
-            return "evaluation data not recorded: listed, not ranked"
+            return f"{models}, evaluation data not recorded: listed, not ranked"
         content, samples = self.eval_data
         shards = self.rows[0].first.provenance.get("eval_data", {}).get("shards")
         shards = len(shards) if isinstance(shards, list) else "?"
         evaluated = "? samples" if samples is None else f"{samples:,} samples"
-        return f"evaluation data {content[:12]} ({evaluated} evaluated, {shards} shard(s))"
+        return f"{models}, evaluation data {content[:12]} ({evaluated} evaluated, {shards} shard(s))"
 
     @property
     def metrics(self) -> list[str]:
-        """Metric columns: preferred first, each followed by its blind values; chance last."""
+        """Every metric: headline first, each followed by its blind values; chance levels last."""
         names = {m for row in self.rows for r in row.runs for m in r.metrics}
-        bases = sorted({base_metric(m) for m in names if not is_chance(m)}, key=_metric_order)
+        bases = sorted({base_metric(m) for m in names if not is_chance(m)}, key=self.metric_order)
         ordered = [b for base in bases for b in (base, *(base + s for s in BLIND_SUFFIXES)) if b in names]
         return ordered + sorted(m for m in names if is_chance(m))
+
+    def headline(self) -> list[str]:
+        """The metrics a table shows by default: the ranking metric and the task's headline
+        ones the group reports, each with its blind values, then the chance levels of their
+        families (``retrieval/chance_r1``). Groups of no known task show every metric."""
+        everything = self.metrics
+        if self.task not in HEADLINE:
+            return everything
+        names = set(everything)
+        bases = [m for m in dict.fromkeys((self.metric, *HEADLINE[self.task])) if m in names]
+        shown = [b for base in bases for b in (base, *(base + s for s in BLIND_SUFFIXES)) if b in names]
+        families = {b.split("/", 1)[0] for b in bases}
+        return shown + [m for m in everything if is_chance(m) and m.split("/", 1)[0] in families]
+
+    def metric_order(self, metric: str) -> tuple[int, str]:
+        order = (self.metric, *HEADLINE.get(self.task, ()), *PREFERRED_METRICS)
+        return (order.index(metric) if metric in order else len(order), metric)
 
     @property
     def swept(self) -> list[str]:
@@ -128,226 +202,85 @@ class Group:
         return [k for k in keys if len({row.setting(k) for row in self.rows}) > 1]
 
 
-def _metric_order(metric: str) -> tuple[int, str]:
-    return (PREFERRED_METRICS.index(metric) if metric in PREFERRED_METRICS else len(PREFERRED_METRICS), metric)
-
-
-def main_metric(rows: list[Row], requested: str | None = None) -> str | None:
-    """The metric to rank by: ``requested`` if any row has it, else the preferred metric most
-    rows report (ties broken by ``PREFERRED_METRICS`` order, then by name)."""
+def main_metric(rows: list[Row], task: str = "other", requested: str | None = None) -> str | None:
+    """The metric to rank by: ``requested`` if any row has it, else the first of the task's
+    headline metrics that most rows report (then ``PREFERRED_METRICS``, then by name)."""
     counts: dict[str, int] = {}
     for row in rows:
         for metric in {m for r in row.runs for m in r.metrics}:
-            if not is_blind(metric) and not is_chance(metric):
+            if not is_blind(metric) and direction(metric):
                 counts[metric] = counts.get(metric, 0) + 1
     if requested and requested in counts:
         return requested
     if not counts:
         return None
-    return min(counts, key=lambda m: (-counts[m], *_metric_order(m)))
+    order = (*HEADLINE.get(task, ()), *PREFERRED_METRICS)
+    return min(counts, key=lambda m: (-counts[m], order.index(m) if m in order else len(order), m))
 
 
-def blind_failures(row: Row) -> list[str]:
+def blind_failures(row: Row, order: Any = None) -> list[str]:
     """Metrics of ``row`` that do not beat their best blind baseline by the clear margin."""
     failures = []
-    for run_metric in {m for r in row.runs for m in r.metrics}:
-        if is_blind(run_metric) or is_chance(run_metric):
+    for metric in {m for r in row.runs for m in r.metrics}:
+        sign = direction(metric)
+        if is_blind(metric) or not sign:
             continue
-        blinds = [row.mean(run_metric + s) for s in BLIND_SUFFIXES]
-        blinds = [b for b in blinds if b is not None]
-        mean = row.mean(run_metric)
-        if not blinds or mean is None:
-            continue
-        blind = max(blinds)
-        if not mean >= blind + max(MARGIN_ABS, MARGIN_REL * abs(blind)):  # NaN fails too
-            failures.append(run_metric)
-    return sorted(failures, key=_metric_order)
+        blinds = [b for s in BLIND_SUFFIXES if (b := row.mean(metric + s)) is not None]
+        if blinds and not clears(row.mean(metric), max(blinds) if sign > 0 else min(blinds), sign):
+            failures.append(metric)
+    return sorted(failures, key=order or (lambda m: m))
 
 
 def _rank(group: Group) -> None:
+    """Order the rows (ranked ones by the main metric, each untrained baseline under its trained
+    self) and fill in the comparisons."""
     metric = group.metric
-    if not group.ranked or metric is None:
-        return
+    sign = direction(metric) if metric else 0
 
     def key(row: Row) -> tuple[int, float]:
-        mean = row.mean(metric)
-        return (0, -mean) if mean is not None and not math.isnan(mean) else (1, 0.0)
+        mean = row.mean(metric) if metric else None
+        return (0, -sign * mean) if mean is not None and not math.isnan(mean) and sign else (1, 0.0)
 
-    group.rows.sort(key=key)
-    best = group.rows[0]
-    for i, row in enumerate(group.rows):
-        if key(row)[0]:
-            break
-        row.rank = i + 1
-        if row is not best:
-            row.vs_best = welch(row.values(metric), best.values(metric))
+    trained = [r for r in group.rows if not r.is_baseline]
+    baselines = [r for r in group.rows if r.is_baseline]
+    if group.ranked and metric is not None:
+        trained.sort(key=key)
+        best = trained[0] if trained else None
+        for i, row in enumerate(trained):
+            if key(row)[0]:
+                break
+            row.rank = i + 1
+            if row is not best:
+                row.vs_best = welch(row.values(metric), best.values(metric))
+    ordered: list[Row] = []
+    for row in trained:
+        ordered.append(row)
+        own = [b for b in baselines if b.model == row.model and b.label == row.label]
+        if own:
+            row.untrained = own[0]
+            row.beats_untrained = clears(row.mean(metric), own[0].mean(metric), sign) if metric and sign else None
+            ordered += [b for b in own if b not in ordered]
+    group.rows = ordered + [b for b in baselines if b not in ordered]
 
 
 def build_groups(runs: list[Run], metric: str | None = None) -> list[Group]:
-    """Rows per evaluation-data group, each group ranked by its main metric (``metric`` if given)."""
-    by_data: dict[Any, dict[str, list[Run]]] = {}
+    """Rows per (evaluation data, task) group, each ranked by its main metric (``metric`` if given)."""
+    by_group: dict[tuple[Any, str], dict[str, list[Run]]] = {}
     for run in runs:
-        by_data.setdefault(run.eval_data, {}).setdefault(run.configuration, []).append(run)
+        by_group.setdefault((run.eval_data, task_of(run)), {}).setdefault(run.configuration, []).append(run)
+    data_order = list(dict.fromkeys(eval_data for eval_data, _ in by_group))
     groups = []
-    for eval_data, configurations in by_data.items():
+    for (eval_data, task), configurations in by_group.items():
         rows = [Row(sorted(rs, key=lambda r: (r.seed is None, r.seed or 0))) for rs in configurations.values()]
+        group = Group(eval_data, rows, main_metric(rows, task, metric), ranked=eval_data is not None, task=task)
         for row in rows:
-            row.blind_failures = blind_failures(row)
-        group = Group(eval_data, rows, main_metric(rows, metric), ranked=eval_data is not None)
+            row.blind_failures = blind_failures(row, group.metric_order)
         _rank(group)
         groups.append(group)
-    groups.sort(key=lambda g: g.eval_data is None)  # unranked group last
+    tasks = list(TASKS) + ["other"]
+    # data recorded first (in the order it was met), unranked groups last; within data, by task
+    groups.sort(key=lambda g: (g.eval_data is None, data_order.index(g.eval_data), tasks.index(g.task)))
     return groups
-
-
-# ---- columns shared by the markdown, CSV and HTML outputs -----------------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: ``cell`` is the text shown, ``raw`` the CSV fields (name -> value)."""
-
-    name: str
-    cell: Callable[[Row], str]
-    raw: Callable[[Row], dict[str, Any]]
-    kind: str  # id | metric | blind | check | cost | provenance
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:,.{digits}f}"
-
-
-def _mean(values: list[Any]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _short(count: Any) -> str:
-    if not isinstance(count, (int, float)):
-        return "?"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if count >= size:
-            return f"{count / size:.3g}{unit}"
-    return str(int(count))
-
-
-def _unique(values: list[Any]) -> list[Any]:
-    return list(dict.fromkeys(values))
-
-
-def _commit(row: Row) -> str:
-    states = _unique((r.provenance.get("git") or {}).get("commit") for r in row.runs)
-    dirty = any((r.provenance.get("git") or {}).get("dirty") for r in row.runs)
-    text = ", ".join(str(c)[:8] if c else "?" for c in states)
-    return text + (" +dirty" if dirty else "")
-
-
-def _memory(row: Row) -> tuple[float | None, str]:
-    gpu = row.field_values("memory.gpu_max_allocated_mb")
-    if gpu:
-        return max(gpu), "GPU"
-    cpu = row.field_values("memory.cpu_rss_mb")
-    return (max(cpu), "CPU RSS") if cpu else (None, "")
-
-
-def _lineage(row: Row) -> str:
-    lineage = row.first.lineage
-    return ", ".join(f"{part}←{'/'.join(Path(str(d)).parts[-2:])}" for part, d in lineage.items())
-
-
-def _devices(row: Row) -> str:
-    return "; ".join(str(d) for d in _unique(r.provenance.get("device") for r in row.runs) if d)
-
-
-def _versions(row: Row) -> str:
-    versions = row.first.provenance.get("versions") or {}
-    return ", ".join(f"{k} {versions[k]}" for k in ("torch", "lightning", "transformers") if versions.get(k))
-
-
-def _metric_column(metric: str, kind: str) -> Column:
-    def cell(row: Row) -> str:
-        summary = row.summary(metric)
-        return "" if summary is None else summary.text()
-
-    def raw(row: Row) -> dict[str, Any]:
-        s = row.summary(metric)
-        return {f"{metric} mean": s and s.mean, f"{metric} std": s and s.std}
-
-    return Column(metric, cell, raw, kind)
-
-
-def columns(group: Group) -> list[Column]:
-    """The leaderboard's columns for ``group``: identity, the ranking metric beside its blind
-    values and the two checks, the other metrics, cost, provenance."""
-    main = group.metric
-
-    def vs_best(row: Row) -> str:
-        if row.rank == 1:
-            return "best"
-        return row.vs_best.text() if row.vs_best else ""
-
-    def blind(row: Row) -> str:
-        if not any(is_blind(m) for r in row.runs for m in r.metrics):
-            return "not measured"
-        return "NO: " + ", ".join(row.blind_failures) if row.blind_failures else "yes"
-
-    cols = [
-        Column("#", lambda r: str(r.rank or ""), lambda r: {"rank": r.rank}, "id"),
-        Column("model", lambda r: r.model, lambda r: {"model": r.model}, "id"),
-        Column("config", lambda r: r.label, lambda r: {"config": r.label}, "id"),
-        Column("n", lambda r: f"n={r.n}", lambda r: {"n": r.n, "seeds": " ".join(map(str, r.seeds))}, "id"),
-    ]
-    metrics = group.metrics
-    first = [m for m in metrics if main is not None and base_metric(m) == main]  # the ranking metric
-    cols += [_metric_column(m, "blind" if is_blind(m) else "metric") for m in first]
-    cols += [
-        Column(f"vs best ({main})", vs_best, lambda r: {"vs best p": r.vs_best and r.vs_best.p}, "check"),
-        Column("beats blind", blind, lambda r: {"blind failures": " ".join(r.blind_failures)}, "check"),
-    ]
-    cols += [_metric_column(m, "blind" if is_blind(m) else "metric") for m in metrics if m not in first]
-    cols += [
-        Column(
-            "params (trainable / total)",
-            lambda r: f"{_short(r.first.get('params.trainable'))} / {_short(r.first.get('params.total'))}",
-            lambda r: {"params trainable": r.first.get("params.trainable"), "params total": r.first.get("params.total")},
-            "cost",
-        ),
-        Column(
-            "train samples/s",
-            lambda r: _num(_mean(r.field_values("train.samples_per_second"))),
-            lambda r: {"train samples/s": _mean(r.field_values("train.samples_per_second"))},
-            "cost",
-        ),
-        Column(
-            "peak memory (MiB)",
-            lambda r: f"{_num(_memory(r)[0], 0)} {_memory(r)[1]}".strip(),
-            lambda r: {"peak memory MiB": _memory(r)[0], "peak memory of": _memory(r)[1]},
-            "cost",
-        ),
-        Column(
-            "train time (s)",
-            lambda r: _num(_mean(r.field_values("train.seconds"))),
-            lambda r: {"train seconds": _mean(r.field_values("train.seconds"))},
-            "cost",
-        ),
-        Column(
-            "eval time (s)",
-            lambda r: _num(_mean(r.field_values("eval.seconds"))),
-            lambda r: {"eval seconds": _mean(r.field_values("eval.seconds"))},
-            "cost",
-        ),
-        Column("commit", _commit, lambda r: {"commit": _commit(r)}, "provenance"),
-        Column(
-            "config hash",
-            lambda r: "" if r.first.configuration.startswith("overrides:") else r.first.configuration[:10],
-            lambda r: {"config hash without seed": r.first.provenance.get("config_hash_without_seed")},
-            "provenance",
-        ),
-        Column("device", _devices, lambda r: {"device": _devices(r)}, "provenance"),
-        Column("versions", _versions, lambda r: {"versions": _versions(r)}, "provenance"),
-        Column("lineage", _lineage, lambda r: {"lineage": _lineage(r)}, "provenance"),
-        Column("runs", lambda r: " ".join(x.name for x in r.runs), lambda r: {"runs": " ".join(x.name for x in r.runs)}, "provenance"),
-    ]
-    return cols
 
 
 def natural_key(value: str) -> tuple[int, float, str]:
@@ -366,3 +299,4 @@ def ablation_rows(group: Group) -> list[Row]:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
