@@ -33,8 +33,18 @@ bench: $(STAMP)  ## side-by-side benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/bench_feature_cache.py
 	$(PY) benchmarks/bench_generate.py
 
-leaderboard: $(STAMP)  ## compare every run under runs/ (markdown, CSV, HTML, plots)
-	$(PY) -m mmzoo.leaderboard runs $(ARGS)
+# The whole zoo in one command: every model trained with its default recipe and evaluated
+# untrained (sweep=zoo, one process, jobs one after another: a failed job is recorded and the
+# rest go on), then the leaderboard of that sweep folder. ARGS go to every job, e.g. a dry run:
+#   make leaderboard ARGS="trainer.max_steps=5 data.train_size=500 data.test_size=64"
+# LEADERBOARD_DIR picks the folder (default multirun/zoo/<time>); an existing one is resumed.
+LEADERBOARD_DIR ?=
+leaderboard: $(STAMP)  ## train + evaluate every model of the zoo, then compare them (md, csv, html, png); ARGS="..."
+	@dir="$(LEADERBOARD_DIR)"; dir="$${dir:-multirun/zoo/$$(date +%Y-%m-%d_%H-%M-%S)}"; \
+	echo "mmzoo: the whole zoo into $$dir"; \
+	$(PY) -m mmzoo.run -m sweep=zoo "hydra.sweep.dir=$$dir" $(ARGS) \
+	  || echo "mmzoo: the sweep stopped early (exit $$?); the leaderboard lists what it wrote"; \
+	$(PY) -m mmzoo.leaderboard "$$dir"
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -19,6 +19,7 @@ from mmzoo.compare.records import collect
 from mmzoo.presets import CONFIG_PACKAGE, conf_root, presets
 
 SEEDS = ["seed=0", "seed=1", "seed=2"]
+ZOO_MODELS = ("clip", "blip2_stage1", "blip", "blip2", "instructblip", "llava", "minigpt4")
 
 
 def grid(*axes: list[str]) -> set[frozenset[str]]:
@@ -35,7 +36,9 @@ EXPECTED = {
         ["model=blip2"], [f"bridge.qformer.num_queries={n}" for n in (8, 16, 32)], SEEDS
     ),
     "llava_layer": grid(["model=llava"], ["encoder.layer=-1", "encoder.layer=-2"], SEEDS),
-    "zoo": grid([f"model={m}" for m in ("clip", "llava", "minigpt4", "blip", "blip2", "instructblip")], ["seed=0"]),
+    "zoo": grid(
+        [f"model={m}" for m in ZOO_MODELS], ["stage=fit", "stage=test"], ["seed=0"]  # trained, and untrained baseline
+    ),
 }
 
 
@@ -66,7 +69,7 @@ def test_sweep_composes_into_the_papers_grid(name):
 
 
 @pytest.mark.slow  # ~1 s per composed job on a busy 2-core machine
-@pytest.mark.parametrize("name", ["llava_projector", "minigpt4_qformer", "llava_layer"])
+@pytest.mark.parametrize("name", ["llava_projector", "minigpt4_qformer", "llava_layer", "blip2_queries"])
 def test_each_job_of_a_sweep_sets_what_it_names(name):
     depth = {"linear": 1, "mlp2": 2, "mlp3": 3}
     jobs = sweep_jobs(name)
@@ -75,7 +78,10 @@ def test_each_job_of_a_sweep_sets_what_it_names(name):
     for job, cfg in zip(jobs, configs, strict=True):
         settings = dict(o.split("=", 1) for o in job)
         assert cfg.seed == int(settings["seed"])
+        assert cfg.choices.model == settings["model"]
         assert cfg.model._target_.endswith("VisionLanguageModule")
+        if "bridge.qformer.num_queries" in settings:
+            assert cfg.bridge.qformer.num_queries == int(settings["bridge.qformer.num_queries"])
         if "bridge" in settings:
             assert cfg.bridge.depth == depth[settings["bridge"]]
         if "bridge.frozen" in settings:
@@ -151,3 +157,18 @@ def test_a_failing_job_does_not_lose_the_others_results(tmp_path):
     collection = collect(sweep_dir)  # the leaderboard lists it as failed, with the reason
     assert [r.name for r in collection.runs] == ["0"]
     assert [(r.name, r.error) for r in collection.failed] == [("1", "RuntimeError: job asked to fail")]
+
+
+@pytest.mark.slow  # composes the 14 jobs of the zoo sweep
+def test_the_zoo_sweep_trains_and_evaluates_untrained_each_model_with_its_own_recipe():
+    jobs = sweep_jobs("zoo")
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        configs = [compose_config(job) for job in jobs]
+    assert sorted((cfg.choices.model, cfg.stage) for cfg in configs) == sorted(
+        (m, stage) for m in ZOO_MODELS for stage in ("fit", "test")
+    )
+    fitted = {cfg.choices.model: cfg for cfg in configs if cfg.stage == "fit"}
+    modules = {m: cfg.model._target_.rsplit(".", 1)[-1] for m, cfg in fitted.items()}
+    assert len({modules[m] for m in ("clip", "blip", "blip2_stage1", "llava")}) == 4  # each its own objective
+    for model, cfg in fitted.items():  # each model's tuned budget on the embedded data, not one for all
+        assert cfg.choices.budget == f"shapes_{model}" and cfg.trainer.max_steps >= 400, model
