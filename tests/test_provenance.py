@@ -168,3 +168,88 @@ def test_provenance_tells_seeds_of_one_config_apart_yet_groups_them(tmp_path, sh
     assert p0["config_hash_without_seed"] == p1["config_hash_without_seed"]
     assert p0["eval_data"]["content_hash"] and p0["train_data"]["content_hash"] is None
     assert p1["train_data"] is None and p0["git"] == {"commit": None, "dirty": None}
+
+
+# ---- a real tiny run, end to end ----------------------------------------------------------
+def _tree_state() -> tuple[str, bool]:
+    source = Path(mmzoo_source())
+    head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    status = subprocess.run(["git", "-C", str(source), "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip(), bool(status.stdout.strip())
+
+
+def mmzoo_source() -> str:
+    import mmzoo
+
+    return str(Path(mmzoo.__file__).parent)
+
+
+def _content_hash(paths: list[str]) -> str:
+    """The evaluation split's identity computed here independently: sha256 over sorted shard sha256s."""
+    import hashlib
+
+    shards = sorted(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths)
+    return hashlib.sha256("\n".join(shards).encode()).hexdigest()
+
+
+@pytest.mark.slow  # one tiny CLIP run (5 steps) on the session's tiny CLIP encoder
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git binary")
+def test_a_real_run_records_its_provenance_and_the_leaderboard_shows_it(tmp_path, clip_run):
+    import json
+
+    import lightning
+    import transformers
+
+    from mmzoo.compare.records import collect
+    from mmzoo.data.shards import ensure_shapes
+    from mmzoo.leaderboard import main
+    from mmzoo.provenance import VOLATILE_KEYS
+    from tests.conftest import TINY_DATA, run_zoo
+
+    sizes = {o.split("=")[0]: int(o.split("=")[1]) for o in TINY_DATA if o.split("=")[1].isdigit()}
+    before = _tree_state()
+    if not before[0]:
+        pytest.skip("mmzoo is not running from a git work tree")
+    run_dir = tmp_path / "runs" / "clip"
+    run_zoo(run_dir, ["model=clip", f"encoder.from_run={clip_run}", "trainer.max_steps=5", "seed=3"])
+    after = _tree_state()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    prov = record["provenance"]
+
+    # code: the commit of mmzoo's own tree and whether it had uncommitted changes
+    assert (prov["git"]["commit"], prov["git"]["dirty"]) in {before, after}
+    # config: the hash of exactly the config.yaml written beside it; the seed-free hash groups seeds
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert prov["config_hash"] == config_hash(saved)
+    assert prov["config_hash_without_seed"] == config_hash(saved, (*VOLATILE_KEYS, "seed"))
+    assert prov["config_hash"] != prov["config_hash_without_seed"] and saved.seed == 3
+    # data: the shards this run read, with sample counts; the evaluation split also by content
+    splits = ensure_shapes(**{k: sizes[f"data.{k}"] for k in ("train_size", "test_size", "samples_per_shard")},
+                           image_size=sizes["data.image_size"])
+    assert prov["train_data"] == {"shards": sorted(Path(p).name for p in splits["train"]),
+                                  "samples": sizes["data.train_size"], "content_hash": None}
+    assert len(prov["train_data"]["shards"]) == sizes["data.train_size"] // sizes["data.samples_per_shard"]
+    assert prov["eval_data"] == {"shards": sorted(Path(p).name for p in splits["test"]),
+                                 "samples": sizes["data.test_size"], "content_hash": _content_hash(splits["test"])}
+    assert record["eval"]["samples"] == sizes["data.test_size"]  # every test sample was evaluated
+    # libraries, device, lineage, memory
+    assert prov["versions"]["transformers"] == transformers.__version__
+    assert prov["versions"]["lightning"] == lightning.__version__
+    assert torch.__version__.startswith(prov["versions"]["torch"])
+    assert prov["device"] == device_description()
+    assert record["lineage"] == {"encoder": str(clip_run)}
+    assert record["memory"]["cpu_rss_mb"] > 50 and record["train"]["steps"] == 5
+
+    # the leaderboard shows each of them
+    (run,) = collect(tmp_path / "runs").runs
+    assert run.training == "trained" and run.eval_data == (prov["eval_data"]["content_hash"], sizes["data.test_size"])
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert (f"## retrieval models, evaluation data {prov['eval_data']['content_hash'][:12]} "
+            f"({sizes['data.test_size']} samples evaluated, 1 shard(s))") in md
+    row = next(line for line in md.splitlines() if line.startswith("| 1 | clip |"))
+    commit = prov["git"]["commit"][:8] + (" +dirty" if prov["git"]["dirty"] else "")
+    assert f"| {commit} | {prov['config_hash_without_seed'][:10]} |" in row
+    assert f"| {sizes['data.train_size']:,} in {len(prov['train_data']['shards'])} shard(s) |" in row
+    assert f"| {prov['device']} |" in row and f"torch {prov['versions']['torch']}" in row
+    assert f"encoder←{'/'.join(clip_run.parts[-2:])}" in row and "trained, 5 steps" in row
