@@ -172,3 +172,27 @@ def test_the_zoo_sweep_trains_and_evaluates_untrained_each_model_with_its_own_re
     assert len({modules[m] for m in ("clip", "blip", "blip2_stage1", "llava")}) == 4  # each its own objective
     for model, cfg in fitted.items():  # each model's tuned budget on the embedded data, not one for all
         assert cfg.choices.budget == f"shapes_{model}" and cfg.trainer.max_steps >= 400, model
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_job_folders_name_the_swept_values_and_stay_short_whatever_else_is_overridden(name):
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = sweep_jobs(name)
+    varying = {o.split("=")[0] for o in set().union(*jobs) if sum(o in job for job in jobs) < len(jobs)}
+    job = jobs[-1]
+    extra = [f"data.{k}={v}" for k, v in (("train_size", 500), ("test_size", 64), ("samples_per_shard", 250),
+                                          ("image_size", 32), ("batch_size", 32), ("eval_batch_size", 64))]
+    extra += ["trainer.max_steps=5", "trainer.enable_progress_bar=false", "hydra.job.num=13"]
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        cfg = compose("config", overrides=[*job, *extra], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # for the ${hydra:runtime.choices.*} resolver, as in a launched job
+    try:
+        subdir = str(cfg.hydra.sweep.subdir)
+    finally:
+        HydraConfig.instance().cfg = None  # later in-process runs must not see this config as theirs
+    assert subdir.startswith("13_") and len(subdir) < 60, subdir  # 255 bytes is a file name's limit
+    for override in job:
+        key, value = override.split("=", 1)
+        if key in varying:
+            assert value in subdir, (override, subdir)

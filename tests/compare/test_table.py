@@ -111,3 +111,15 @@ def test_reporting_overrides_do_not_split_or_label_configurations(tmp_path):
     write_run(tmp_path / "a", "clip", 0, {"retrieval/t2i_r1": 0.5}, ("trainer.enable_progress_bar=false",))
     (row,) = _rows(tmp_path)
     assert row.label == "(defaults)"
+
+
+def test_settings_every_row_shares_are_said_once_above_the_table(tmp_path):
+    for bridge, value in (("linear", 1.0), ("mlp2", 1.2)):
+        write_run(tmp_path / bridge, "llava", 0, cider(value), (f"bridge={bridge}", "trainer.max_steps=5"))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "Every row also sets `trainer.max_steps=5`." in md
+    assert "| 1 | llava | bridge=mlp2 | trained" in md and "| llava | bridge=linear | trained" in md
+    with open(tmp_path / "out" / "leaderboard.csv") as f:
+        assert {r["config"] for r in csv.DictReader(f)} == {"bridge=linear trainer.max_steps=5",
+                                                             "bridge=mlp2 trainer.max_steps=5"}

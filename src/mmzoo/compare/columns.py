@@ -152,7 +152,7 @@ def columns(group: Group, all_metrics: bool = False) -> list[Column]:
     cols = [
         Column("#", lambda r: str(r.rank or ""), lambda r: {"rank": r.rank}, "id"),
         Column("model", lambda r: r.model, lambda r: {"model": r.model}, "id"),
-        Column("config", lambda r: r.label, lambda r: {"config": r.label}, "id"),
+        Column("config", group.label, lambda r: {"config": r.label}, "id"),  # the CSV: the whole label
         Column("training", training_text, lambda r: {"training": r.training}, "id"),
         Column("n", lambda r: f"n={r.n}", lambda r: {"n": r.n, "seeds": " ".join(map(str, r.seeds))}, "id"),
     ]

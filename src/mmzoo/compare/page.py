@@ -30,7 +30,7 @@ from typing import Any
 from mmzoo.compare.columns import columns
 from mmzoo.compare.plots import row_name
 from mmzoo.compare.records import Collection, Run
-from mmzoo.compare.render import RULES, ablation_table, has_ablation
+from mmzoo.compare.render import RULES, ablation_table, common_text, has_ablation
 from mmzoo.compare.table import Group, Row
 
 THUMBNAIL_PX = 128
@@ -201,7 +201,7 @@ def side_by_side(group: Group, k: int = 6) -> str:
             example = examples[key]
             asked = " / ".join(_texts(example.get("questions")))
             note = f" <small>(asked: {_esc(asked)})</small>" if asked and asked != questions else ""
-            name = f"{row_name(row)} (seed {row.first.seed})"
+            name = f"{row_name(row, group)} (seed {row.first.seed})"
             lines.append(f"<tr><th>{_esc(name)}</th><td>{_esc(' / '.join(_texts(example.get('generated_captions'))))}</td>"
                          f"<td>{_esc(' / '.join(_texts(example.get('generated_answers'))))}{note}</td></tr>")
         blocks.append(
@@ -231,6 +231,8 @@ def to_html(
         parts.append(f"<h2>{_esc(group.title)}</h2>")
         if group.ranked:
             parts.append(f"<p class='note'>Ranked by <code>{_esc(group.metric)}</code>.</p>")
+        if group.common:
+            parts.append(f"<p class='note'>Every row also sets <code>{_esc(common_text(group))}</code>.</p>")
         parts.append(_group_table(group, f"group-{i}", all_metrics))
         if has_ablation(group):
             header, body = ablation_table(group)

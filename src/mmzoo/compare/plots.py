@@ -28,10 +28,12 @@ def _blind(row: Row, metric: str) -> float | None:
     return max(values) if values else None
 
 
-def row_name(row: Row) -> str:
+def row_name(row: Row, group: Group | None = None) -> str:
     """``"llava bridge=mlp2"``; just the model when it runs with its defaults; ``(untrained)`` or
-    ``(pretrained)`` after an evaluated-only run."""
-    name = row.model if row.label == "(defaults)" else f"{row.model} {row.label}"
+    ``(pretrained)`` after an evaluated-only run. Within ``group``, without the settings all its
+    rows share."""
+    label = group.label(row) if group is not None else row.label
+    name = row.model if label == "(defaults)" else f"{row.model} {label}"
     return name if row.training == "trained" else f"{name} ({row.training})"
 
 
@@ -55,7 +57,7 @@ def leaderboard_plot(groups: Sequence[Group], path: Path) -> Path:
         if blinds:
             ax.scatter([b for _, b in blinds], [i for i, _ in blinds], marker="x", color="#444", zorder=3,
                        label="best blind baseline")
-        ax.set_yticks(list(y), [f"{row_name(r)} (n={r.n})" for r in rows], fontsize="small")
+        ax.set_yticks(list(y), [f"{row_name(r, group)} (n={r.n})" for r in rows], fontsize="small")
         ax.set_xlabel(group.metric)
         ax.set_title(group.title, fontsize="medium")
         ax.legend(fontsize="x-small", loc="lower right")

@@ -61,6 +61,10 @@ def ablation_table(group: Group) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def common_text(group: Group) -> str:
+    return " ".join(f"{k}={v}" for k, v in group.common.items())
+
+
 def has_ablation(group: Group) -> bool:
     """A group is an ablation when its configurations differ in more than the model (a sweep)."""
     return len(group.rows) > 1 and bool(group.swept) and group.swept != ["model"]
@@ -84,6 +88,8 @@ def to_markdown(
         parts.append(f"## {group.title}\n")
         if group.ranked:
             parts.append(f"Ranked by `{group.metric}`.\n")
+        if group.common:
+            parts.append(f"Every row also sets `{common_text(group)}`.\n")
         cols = columns(group, all_metrics)
         parts.append(md_table([c.name for c in cols], [[c.cell(row) for c in cols] for row in group.rows]))
         if has_ablation(group):

@@ -201,6 +201,20 @@ class Group:
         keys = ["model"] + list(dict.fromkeys(k for row in self.rows for k in row.first.settings))
         return [k for k in keys if len({row.setting(k) for row in self.rows}) > 1]
 
+    @property
+    def common(self) -> dict[str, str]:
+        """Settings every row of the group shares (e.g. ``trainer.max_steps=5`` given to a whole
+        sweep): said once above the table instead of in every row's label."""
+        if len(self.rows) < 2:
+            return {}
+        first = self.rows[0].first.settings
+        return {k: v for k, v in first.items() if all(row.first.settings.get(k) == v for row in self.rows)}
+
+    def label(self, row: Row) -> str:
+        """``row``'s settings without the group's common ones."""
+        common = self.common
+        return " ".join(f"{k}={v}" for k, v in row.first.settings.items() if k not in common) or "(defaults)"
+
 
 def main_metric(rows: list[Row], task: str = "other", requested: str | None = None) -> str | None:
     """The metric to rank by: ``requested`` if any row has it, else the first of the task's
