@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from PIL import Image
 
+from mmzoo.data.length_groups import sample_length_of
 from mmzoo.data.webdata import (
     SampleErrors,
     ShardLoader,
@@ -37,7 +38,10 @@ class ShardDataModule(L.LightningDataModule):
     model's loss) every epoch or every ``trainer.val_check_interval`` steps. ``name`` is the
     preset's name (``shapes``, ``folder``...), recorded so the zoo can make its own parts on
     the same data. ``feature_cache``: train and validate on the model's frozen features,
-    computed once (``mmzoo.data.feature_cache``); evaluation reads pixels.
+    computed once (``mmzoo.data.feature_cache``); evaluation reads pixels. ``group_by_length``:
+    training batches of samples of similar token length, from windows of ``group_window``
+    batches of the shuffled stream (``mmzoo.data.length_groups``; less padding in
+    conversation batches).
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class ShardDataModule(L.LightningDataModule):
         zero_shot: Mapping[str, Any] | None = None,
         feature_cache: bool = False,
         feature_cache_dir: str | None = None,
+        group_by_length: bool = False,
+        group_window: int = 16,
     ) -> None:
         super().__init__()
         self.train, self.val, self.test = train, val, test
@@ -75,6 +81,7 @@ class ShardDataModule(L.LightningDataModule):
         self._train_epoch = SharedEpoch()  # survives dataloader rebuilds, so reshuffles keep advancing
         self.feature_cache, self.feature_cache_dir = feature_cache, feature_cache_dir
         self.feature_module: Any = None  # computes cached features; default: the trainer's module
+        self.group_by_length, self.group_window = group_by_length, group_window
 
     def attach(
         self,
@@ -144,6 +151,8 @@ class ShardDataModule(L.LightningDataModule):
             epoch=self._train_epoch if train else SharedEpoch(),
             split=dealing,
             decode=decode,
+            group_length=sample_length_of(self.collate) if train and self.group_by_length else None,
+            group_window=self.group_window,
         )
         counts = shard_counts(urls)
         if counts is None:
@@ -195,10 +204,12 @@ class ShapesDataModule(ShardDataModule):
         zero_shot: Mapping[str, Any] | None = None,
         feature_cache: bool = False,
         feature_cache_dir: str | None = None,
+        group_by_length: bool = False,
+        group_window: int = 16,
     ) -> None:
         super().__init__(
             None, None, val, name, batch_size, eval_batch_size, num_workers, shuffle_buffer, resampled, seed,
-            zero_shot, feature_cache, feature_cache_dir,
+            zero_shot, feature_cache, feature_cache_dir, group_by_length, group_window,
         )
         self.shapes_args = {
             "root": root,

@@ -29,6 +29,7 @@ from torch.utils.data import IterableDataset
 from torchvision import transforms
 from webdataset.shardlists import expand_urls as _braceexpand
 
+from mmzoo.data.length_groups import length_grouped_batches
 from mmzoo.data.reader import MAX_MEMBER_BYTES, MAX_PIXELS, MIN_SIDE, decode_sample, read_shards
 from mmzoo.data.sample_errors import SampleError, SampleErrors
 
@@ -132,7 +133,7 @@ class SharedEpoch:
             return self._value.value
 
 
-def _stream_rng(seed: int, epoch: SharedEpoch, per_worker: bool) -> random.Random:
+def _stream_rng(seed: int | str, epoch: SharedEpoch, per_worker: bool) -> random.Random:
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
     who = f"-{rank}-{worker}" if per_worker else ""
     return random.Random(f"{seed}-{max(epoch.get(), 0)}{who}")  # str seeds are hashed with sha512
@@ -164,6 +165,15 @@ def _shuffle(samples: Iterator[dict], bufsize: int, seed: int, epoch: SharedEpoc
     """webdataset's shuffle buffer, its rng seeded here: at iteration time, in the worker."""
     rng = _stream_rng(seed, epoch, per_worker=True)
     return wds.shuffle(bufsize, initial=bufsize, rng=rng)(samples)
+
+
+def _grouped(samples: Iterator[dict], *, batch_size: int, window: int, length: Callable[[dict], int],
+             collate: Callable[[list[dict]], Any], partial: bool, seed: int, epoch: SharedEpoch) -> Iterator[Any]:
+    """Length-grouped batches, collated; the batch order is seeded like the shuffle (per reader)."""
+    rng = _stream_rng(f"{seed}-length-groups", epoch, per_worker=True)
+    for batch in length_grouped_batches(samples, batch_size=batch_size, window=window, length=length, rng=rng,
+                                        partial=partial):
+        yield collate(batch)
 
 
 def _apply_transform(
@@ -239,6 +249,8 @@ def make_pipeline(
     max_member_bytes: int = MAX_MEMBER_BYTES,
     split: str = "shards",
     decode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    group_length: Callable[[dict[str, Any]], int] | None = None,
+    group_window: int = 16,
 ) -> wds.DataPipeline:
     """Batches ``collate([{"key", "image": (3, H, W), "caption", "meta"}, ...])`` from shards.
 
@@ -257,6 +269,9 @@ def make_pipeline(
 
     ``decode`` replaces decoding and the transform (raw members in, a sample out): the feature
     cache (``mmzoo.data.feature_cache``) reads its shards through this same pipeline.
+
+    ``group_length`` (a sample's token length, ``mmzoo.data.length_groups``) batches samples of
+    similar length: windows of ``group_window`` batches of the shuffled stream are sorted by it.
     """
     if split not in ("shards", "samples"):
         raise ValueError(f"split must be 'shards' or 'samples', got {split!r}")
@@ -289,7 +304,9 @@ def make_pipeline(
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
         wds.map(decode or bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
         wds.map(bind(_apply_transform, transform), handler=errors) if decode is None else None,
-        wds.batched(batch_size, collation_fn=collate, partial=partial),
+        wds.batched(batch_size, collation_fn=collate, partial=partial) if group_length is None else
+        bind(_grouped, batch_size=batch_size, window=group_window, length=group_length, collate=collate,
+             partial=partial, seed=seed, epoch=epoch),
     ]
     pipeline = wds.DataPipeline(*stages)
     if resampled:
@@ -326,12 +343,21 @@ def num_batches(
     return sum(-(-n // batch_size) if partial else n // batch_size for n in per_worker)
 
 
+def already_collated(batch: Any) -> Any:
+    """The DataLoader's ``collate_fn`` for batches the pipeline collated: hands them on as they are.
+
+    The default (``default_convert``, for ``batch_size=None``) walks every batch recursively,
+    per-sample records included; that walk cost a quarter of the loader's time."""
+    return batch
+
+
 class ShardLoader(wds.WebLoader):
     """A ``WebLoader`` (batching already done in the pipeline) that advances the epoch and knows its length."""
 
     def __init__(
         self, pipeline: wds.DataPipeline, *, num_workers: int = 0, length: int | None = None, **kw: Any
     ) -> None:
+        kw.setdefault("collate_fn", already_collated)
         super().__init__(pipeline, batch_size=None, shuffle=False, num_workers=num_workers, **kw)
         self.epoch: SharedEpoch = pipeline.epoch
         self.length = length
