@@ -51,8 +51,12 @@ def leaderboard_plot(groups: Sequence[Group], path: Path) -> Path:
         rows = [r for r in group.rows if r.summary(group.metric) is not None][::-1]  # best on top
         summaries = [r.summary(group.metric) for r in rows]
         y = range(len(rows))
-        ax.barh(y, [s.mean for s in summaries], xerr=[s.std or 0.0 for s in summaries], color="#4c78a8",
-                capsize=3, label=f"{group.metric} (mean ± std over seeds)")
+        for untrained, colour, label in ((False, "#4c78a8", f"{group.metric} (mean ± std over seeds)"),
+                                         (True, "#c7c7c7", "the same model untrained (stage=test)")):
+            bars = [(i, s) for i, (r, s) in enumerate(zip(rows, summaries, strict=True)) if r.is_baseline is untrained]
+            if bars:
+                ax.barh([i for i, _ in bars], [s.mean for _, s in bars], xerr=[s.std or 0.0 for _, s in bars],
+                        color=colour, capsize=3, label=label)
         blinds = [(i, b) for i, r in enumerate(rows) if (b := _blind(r, group.metric)) is not None]
         if blinds:
             ax.scatter([b for _, b in blinds], [i for i, _ in blinds], marker="x", color="#444", zorder=3,
