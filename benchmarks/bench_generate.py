@@ -10,7 +10,8 @@ left-padded, 128 per batch). Two comparisons, each measured side by side, interl
 1. overhead, the same tokens: the module's generation path (bridge -> merged embeddings ->
    LLM ``generate`` with the stop criteria) against the bare transformers model's
    ``generate(inputs_embeds=...)`` from the same embeddings (made beforehand, outside the
-   timing), both forced to ``--max-new-tokens`` tokens per row (``min_new_tokens``): tokens/s
+   timing), both forced to ``--max-new-tokens`` tokens per row (``min_new_tokens``, the marker's
+   tokens suppressed on both sides, so no row stops early): tokens/s
    and the ratio (goal >= 0.95x). The module starts from the images' features (what
    evaluation computes once per batch for all its prompts); a second line starts it from
    pixels, running the vision encoder the bare LLM is spared.
@@ -72,31 +73,20 @@ def main() -> None:
     # 1. overhead on the same number of tokens
     embeds = [(module.model.embed(px, p["input_ids"], p.get("instruction_ids"), p.get("instruction_mask")),
                p["attention_mask"]) for px, p in prompts]  # fmt: skip
-    forced = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "num_beams": 1}
-    options = {"pad_token_id": module.tokenizer.pad_token_id, "eos_token_id": module.tokenizer.eos_token_id}
+    # both sides make n tokens per row: no eos before n, and no marker token (which would end a row
+    # on our side only; the stop criterion still checks every step)
+    forced = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "num_beams": 1,
+              "suppress_tokens": sorted(set(module.end_of_turn_ids()))}  # fmt: skip
 
     with torch.no_grad():
         features = [module.model.image_features(px) for px, _ in prompts]
-
-    def ours() -> int:
-        pairs = zip(features, prompts, strict=True)
-        return sum(module._generate_ids(None, p, features=f, **forced).numel() for f, (_, p) in pairs)
-
-    def ours_from_pixels() -> int:
-        return sum(module._generate_ids(px, p, **forced).numel() for px, p in prompts)
-
-    def bare() -> int:
-        with torch.no_grad():
-            return sum(llm.generate(inputs_embeds=e, attention_mask=m, **forced, **options)[:, -n:].numel()
-                       for e, m in embeds)  # fmt: skip
-
-    ours(), ours_from_pixels(), bare()  # warm-up
-    rates: dict[str, list[float]] = {"ours": [], "pixels": [], "bare": []}
-    for _ in range(args.repeats):
-        for name, fn in (("ours", ours), ("bare", bare), ("pixels", ours_from_pixels)):
-            start = time.perf_counter()
-            tokens = fn()
-            rates[name].append(tokens / (time.perf_counter() - start))
+    bare_options = forced | {"pad_token_id": module.tokenizer.pad_token_id, "eos_token_id": module.tokenizer.eos_token_id}
+    ways = {  # each generates one prompt batch i and returns its new token ids
+        "ours": lambda i: module._generate_ids(None, prompts[i][1], features=features[i], **forced),
+        "bare": lambda i: llm.generate(inputs_embeds=embeds[i][0], attention_mask=embeds[i][1], **bare_options)[:, -n:],
+        "pixels": lambda i: module._generate_ids(prompts[i][0], prompts[i][1], **forced),
+    }
+    rates = interleaved(ways, len(prompts), args.repeats)
     for name, label in (("ours", "from features"), ("pixels", "from pixels")):
         ratios = [a / b for a, b in zip(rates[name], rates["bare"], strict=True)]
         print(f"same tokens ({n} per row), mmzoo {label}: {median_range(rates[name], '{:.0f}')} tokens/s | "
@@ -104,24 +94,39 @@ def main() -> None:
               f"ratio {median_range(ratios, '{:.3f}')}x")
 
     # 2. stopping at the marker while decoding, against generating to the end and cutting
-    eos = module.tokenizer.eos_token_id
-    old = {"stopping_criteria": None, "eos_token_id": eos, "max_new_tokens": n}
-    texts_new = [module.decode(module._generate_ids(px, p, max_new_tokens=n)) for px, p in prompts]
-    texts_old = [module.decode(module._generate_ids(px, p, **old)) for px, p in prompts]
-    same = texts_new == texts_old
-    secs_new, secs_old, steps_new, steps_old = [], [], [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        steps_new.append(sum(module._generate_ids(px, p, max_new_tokens=n).shape[1] for px, p in prompts))
-        secs_new.append((time.perf_counter() - start) / len(prompts))
-        start = time.perf_counter()
-        steps_old.append(sum(module._generate_ids(px, p, **old).shape[1] for px, p in prompts))
-        secs_old.append((time.perf_counter() - start) / len(prompts))
-    speed = [o / s for o, s in zip(secs_old, secs_new, strict=True)]
-    print(f"stop at marker: {median_range(secs_new, '{:.2f}')} s/batch, {steps_new[0] / len(prompts):.1f} steps | "
-          f"generate to {n} then cut: {median_range(secs_old, '{:.2f}')} s/batch, {steps_old[0] / len(prompts):.1f} "
-          f"steps | {median_range(speed, '{:.2f}')}x | same texts: {same}")
+    old = {"stopping_criteria": None, "eos_token_id": module.tokenizer.eos_token_id, "max_new_tokens": n}
+    ways = {
+        "stop": lambda i: module._generate_ids(None, prompts[i][1], features=features[i], max_new_tokens=n),
+        "cut": lambda i: module._generate_ids(None, prompts[i][1], features=features[i], **old),
+    }
+    same = all(module.decode(ways["stop"](i)) == module.decode(ways["cut"](i)) for i in range(len(prompts)))
+    steps = {name: sum(way(i).shape[1] for i in range(len(prompts))) / len(prompts) for name, way in ways.items()}
+    rates = interleaved(ways, len(prompts), args.repeats, count_tokens=False)  # batches/s
+    speed = [a / b for a, b in zip(rates["stop"], rates["cut"], strict=True)]
+    print(f"stop at marker: {median_range([1 / r for r in rates['stop']], '{:.3f}')} s/batch, {steps['stop']:.1f} steps | "
+          f"generate to {n} then cut: {median_range([1 / r for r in rates['cut']], '{:.3f}')} s/batch, "
+          f"{steps['cut']:.1f} steps | {median_range(speed, '{:.2f}')}x | same texts: {same}")
 
+
+def interleaved(ways: dict, batches: int, repeats: int, count_tokens: bool = True) -> dict[str, list[float]]:
+    """Per repeat and way: generated tokens (or batches) per second, the ways taking turns batch
+    by batch so that a busy machine slows them alike."""
+    for way in ways.values():  # warm-up
+        way(0)
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):
+        seconds = dict.fromkeys(ways, 0.0)
+        tokens = dict.fromkeys(ways, 0)
+        for i in range(batches):
+            for name, way in ways.items():
+                start = time.perf_counter()
+                with torch.no_grad():
+                    out = way(i)
+                seconds[name] += time.perf_counter() - start
+                tokens[name] += out.numel() if count_tokens else 1
+        for name in ways:
+            rates[name].append(tokens[name] / seconds[name])
+    return rates
 
 if __name__ == "__main__":
     main()

@@ -169,3 +169,12 @@ def test_features_of_another_shape_are_rejected_at_the_model():
         module.model.visual_embeds(None, features=torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match="exactly one"):
         module.model.visual_embeds(torch.zeros(2, 3, 32, 32), features=torch.zeros(2, 16, 64))
+
+
+def test_the_zoo_parts_of_a_cached_run_are_those_of_a_pixel_run():
+    from mmzoo.zoo import recipe_config, recipe_key
+
+    plain = compose_config(["model=llava"])
+    cached = compose_config(["model=llava", "data.feature_cache=true", "data.feature_cache_dir=/elsewhere"])
+    assert recipe_config("clip", cached).data.feature_cache is False  # the zoo's CLIP trains from pixels
+    assert recipe_key("clip", cached) == recipe_key("clip", plain)  # and is the same cached run

@@ -87,6 +87,8 @@ def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
     OmegaConf.set_struct(cfg, False)
     if data is not None:
         cfg.data = data.copy()
+        if "feature_cache" in cfg.data:  # the asker's cache is of its own frozen parts: the zoo's train from pixels
+            cfg.data.feature_cache, cfg.data.feature_cache_dir = False, None
     tokenizer = parent.get("tokenizer") if parent is not None else None
     if tokenizer is not None:  # the asker's vocabulary (e.g. tokenizer=open_clip on the command line)
         cfg.tokenizer = tokenizer.copy()
