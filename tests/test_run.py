@@ -76,3 +76,49 @@ def test_ddp_on_two_cpu_processes_gathers_the_whole_test_split(tmp_path):
     # 128 test samples in one shard, split by sample across the ranks: all of them are ranked
     assert 0 < metrics["metrics"]["retrieval/chance_r1"] < 1 / 64
     assert out.stdout.count("mmzoo · clip") == 1  # one metrics table, from rank 0
+
+
+# ---- numerical faults -------------------------------------------------------------------------
+def nan_loss_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
+    """CLIP's loss turns NaN at these global steps (as after an overflow)."""
+    from mmzoo.lit.clip import ClipModule
+
+    real = ClipModule.loss
+
+    def loss(self, batch):
+        value, extra = real(self, batch)
+        return (value * float("nan") if self.global_step in steps else value), extra
+
+    monkeypatch.setattr(ClipModule, "loss", loss)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from mmzoo import resume
+    from mmzoo.lit.base import NonFiniteLoss
+    from tests.conftest import run_zoo
+
+    nan_loss_at(monkeypatch, {5})
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"loss=nan at step 5 .*keeps its last good checkpoint .*step=00000004\.ckpt"
+                       r".*nonfinite=skip"):  # fmt: skip
+        run_zoo(run_dir, ["trainer.max_steps=10", "callbacks.checkpoint.every_n_train_steps=2"])
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step=*")) == ["step=00000004.ckpt"]
+    saved = torch.load(run_dir / "checkpoints" / "step=00000004.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4 and all(bool(v.isfinite().all()) for v in saved["state_dict"].values())
+    state = resume.read_state(run_dir)
+    assert state["status"] == resume.FAILED and "NonFiniteLoss" in state["error"]
+
+
+def test_nonfinite_skip_skips_such_steps_and_counts_them(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_zoo
+
+    nan_loss_at(monkeypatch, {3, 5})
+    metrics = run_zoo(tmp_path / "run", ["trainer.max_steps=10", "nonfinite=skip"])
+    assert metrics["train"]["steps"] == 10 and metrics["train"]["nonfinite_steps_skipped"] == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["nonfinite_steps_skipped"] == 2
+    # a NaN step that was not skipped would have made every weight NaN
+    assert all(bool(w.isfinite().all()) for w in load_file(tmp_path / "run" / "model.safetensors").values())

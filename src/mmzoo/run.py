@@ -2,11 +2,14 @@
 
 Every zoo model goes through the same steps:
 
+0. ``mmzoo.preflight`` checks the config (cheap, before anything heavy); the run directory is
+   chosen: the same command after a kill continues its unfinished run (``mmzoo.resume``);
 1. the zoo's lineage (``zoo:`` references to parts the zoo trains for itself) is made, or
    found in the cache, before anything is built;
 2. model, data, callbacks and trainer are instantiated from the config; the model's
    LightningModule hands its image transform and collators to the data module;
-3. ``fit`` (resuming from the run directory's last checkpoint when there is one), then
+3. ``fit`` (resuming from the run directory's newest intact checkpoint when there is one:
+   weights, optimizer, scheduler, loop counters, RNG and the data stream's position), then
    ``test`` through the model's configured evaluators;
 4. the run directory receives ``config.yaml``, ``model.safetensors``, ``metrics.json``
    (one schema for every model), ``examples.jsonl`` and the logs.
@@ -17,6 +20,7 @@ config); ``main`` is the Hydra entry point.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -31,11 +35,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mmzoo import rundir, zoo
+from mmzoo import preflight, resume, rundir, zoo
+from mmzoo.lit.checkpoint import AtomicCheckpointIO, newest_checkpoint, remove_partial_saves
 from mmzoo.presets import SEARCH_PATH
 from mmzoo.provenance import peak_memory, provenance, reset_peak_memory
 from mmzoo.report import print_metrics
@@ -46,23 +52,13 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*`flops_per_batch` attribute.*")
 warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")  # on purpose: base.py
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")  # inside Lightning
+warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")  # nonfinite=skip, on purpose
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")  # the
+# data module restores the stream's position (ShardDataModule.load_state_dict)
+warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")  # resume
 
 METRICS_SCHEMA = 2
-STAGES = ("fit", "test")
-
-
-def check_config(cfg: DictConfig) -> DictConfig:
-    """Cheap checks and deprecated spellings, before anything heavy happens."""
-    if cfg.stage not in STAGES:
-        raise ValueError(f"stage={cfg.stage!r}: valid stages are 'fit' (train, then evaluate) and 'test'")
-    if cfg.get("init_from"):
-        if cfg.get("pretrained"):
-            raise ValueError("give `pretrained` only (`init_from` is its deprecated spelling)")
-        log.warning("`init_from` is deprecated: use `pretrained=%s` (same meaning)", cfg.init_from)
-        cfg = cfg.copy()
-        OmegaConf.set_struct(cfg, False)
-        cfg.pretrained, cfg.init_from = cfg.init_from, None
-    return cfg
+NONFINITE_COUNTER = "nonfinite_steps_skipped"
 
 
 def choices(cfg: DictConfig) -> dict[str, str]:
@@ -97,9 +93,11 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[L.LightningModule, L.Lightnin
     datamodule.attach(module.image_transform(), module.image_transform(), module.collator(train=True),
                       module.collator(train=False))
     no_validation = {} if cfg.data.get("val") else {"limit_val_batches": 0}
+    atomic = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}  # mmzoo.lit.checkpoint
     trainer = instantiate(
         cfg.trainer,
         **no_validation,
+        **atomic,
         default_root_dir=str(run_dir),
         callbacks=build_callbacks(cfg, run_dir),
         logger=CSVLogger(str(run_dir), name="logs", version=""),
@@ -144,11 +142,48 @@ def convert_config(cfg: DictConfig, imported: Any) -> DictConfig:
     return pretrained_config(cfg, imported)
 
 
+def part_sources(cfg: DictConfig, saved_cfg: DictConfig) -> dict[str, str]:
+    """Where each part's weights come from (the lineage; ``zoo:`` references with the run they
+    name), and hub ids of parts built from real checkpoints: named in checkpoints' frozen manifest."""
+    refs = {p: str(cfg[p].from_run) for p in rundir.PARTS if isinstance(cfg.get(p), DictConfig) and cfg[p].get("from_run")}
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and model.get("pretrained_parts"):
+        refs |= rundir.flatten_paths(OmegaConf.to_container(model.pretrained_parts, resolve=True))
+    if cfg.get("pretrained"):
+        refs["pretrained"] = str(cfg.pretrained)
+    sources = {}
+    for path, where in saved_cfg.lineage.items():
+        ref = refs.get(str(path), str(where))
+        sources[str(path)] = ref if ref == str(where) else f"{ref} ({where})"
+    for part in rundir.PARTS:
+        node = saved_cfg.get(part)
+        hub = (node.get("name_or_path") or node.get("model_name")) if isinstance(node, DictConfig) else None
+        if part not in sources and hub:
+            sources[part] = str(hub)
+    return sources
+
+
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Fit (resuming if the run directory holds a checkpoint), test, and write the run directory."""
-    cfg = check_config(cfg)
+    """Check the config, then fit (resuming from the run directory's newest checkpoint), test, and
+    write the run directory; ``run_state.json`` records the run's config hash and whether it finished."""
+    cfg = preflight.check(cfg)  # before anything heavy: a bad config costs a second, not a run
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    key, lead = resume.run_key(cfg), getattr(rank_zero_only, "rank", 0) == 0
+    if lead:
+        resume.write_state(run_dir, key, resume.RUNNING)
+    try:
+        metrics = _train_and_evaluate(cfg, run_dir)
+    except BaseException as error:  # a kill (SIGKILL) leaves "running" with a dead pid: unfinished too
+        if lead:
+            resume.write_state(run_dir, key, resume.FAILED, error=f"{type(error).__name__}: {error}"[:2000])
+        raise
+    if lead:
+        resume.write_state(run_dir, key, resume.FINISHED)
+    return metrics
+
+
+def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     picked = choices(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -156,6 +191,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.get("pretrained") and not str(cfg.pretrained).startswith(zoo.PREFIX) and not rundir.is_run_dir(cfg.pretrained):
         imported = read_real_checkpoint(cfg, picked.get("model"))
         cfg = convert_config(cfg, imported)
+    requested = cfg
     cfg = zoo.resolve_config(cfg, make=train_and_evaluate)  # the zoo's own parts, made once, before building
     reset_peak_memory()  # this run's peak, not that of the zoo's parts or an earlier job of a sweep
     build_cfg, saved_cfg = rundir.resolve_parts(cfg)
@@ -171,6 +207,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     saved_cfg.lineage = {**saved_cfg.lineage, **module.lineage}
     if cfg.get("pretrained"):
         saved_cfg.lineage["pretrained"] = str(cfg.pretrained)
+    module.part_sources = part_sources(requested, saved_cfg)
+    module.nonfinite = str(cfg.get("nonfinite", "stop"))
     saved_cfg.model.pretrained_parts = {}  # those weights are now this run's own
     saved_cfg.pretrained = None
     rundir.save_tokenizers(module.model, saved_cfg, run_dir)
@@ -180,12 +218,22 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("run directory: %s", run_dir)
     log.info("parameters: %s trainable / %s total", f"{counts['trainable']:,}", f"{counts['total']:,}")
 
-    train_seconds, train_samples = 0.0, 0
+    train_seconds, train_samples, resumed_at = 0.0, 0, None
     if cfg.stage == "fit":
+        checkpoints = run_dir / "checkpoints"
+        if trainer.is_global_zero:
+            remove_partial_saves(checkpoints)  # what a kill during a save left
+        last = newest_checkpoint(checkpoints)
+        if last is not None:
+            resumed_at = int(torch.load(last, map_location="cpu", mmap=True, weights_only=True)["global_step"])
+            log.warning("resuming from %s (step %d)", last, resumed_at)
+            if trainer.is_global_zero:
+                trim_log(run_dir / "logs" / "metrics.csv", resumed_at)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path="last", weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if last is None else str(last), weights_only=True)
         train_seconds = time.perf_counter() - started
-        train_samples = int(trainer.global_step) * int(datamodule.batch_size) * trainer.world_size
+        trained_steps = int(trainer.global_step) - (resumed_at or 0)
+        train_samples = trained_steps * int(datamodule.batch_size) * trainer.world_size
     if cfg.stage == "fit" or cfg.get("pretrained"):  # a run of pretrained weights is self-contained too
         # after fit, a collective under FSDP (every rank gathers); before any fit, not sharded yet
         state = trainer.strategy.lightning_module_state_dict() if cfg.stage == "fit" else module.state_dict()
@@ -211,13 +259,15 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "samples_per_second": round(train_samples / train_seconds, 1) if train_seconds else None,
             "loss_first": module.train_losses[0] if module.train_losses else None,
             "loss_last": _tail_mean(module.train_losses),
+            "resumed_at_step": resumed_at,  # this start continued a checkpoint of that step
+            NONFINITE_COUNTER: module.counters.get(NONFINITE_COUNTER, 0),
         },
         "eval": {"seconds": round(eval_seconds, 1), "samples": module.evaluation.samples},
         "memory": peak_memory(),
         "data": {
             "train_samples": datamodule.num_train_samples,
             **datamodule.errors.summary(),  # skipped_samples, skipped_by_reason, converted
-            **module.counters,
+            **{k: v for k, v in module.counters.items() if k != NONFINITE_COUNTER},
         },
         "lineage": OmegaConf.to_container(saved_cfg.lineage),
         "provenance": provenance(saved_cfg, datamodule.train, datamodule.test),
@@ -231,6 +281,22 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.warning("skipped %d bad samples: %s", datamodule.errors.total, datamodule.errors.report())
     print_metrics(metrics, run_dir)
     return metrics
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the rows a killed start logged after the checkpoint it resumes from (logged again now)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "step" not in rows[0]:
+        return
+    column = rows[0].index("step")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) <= column or not r[column] or float(r[column]) < step]
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    partial.replace(path)
 
 
 def write_examples(examples: list[dict[str, Any]], run_dir: Path) -> None:
@@ -280,11 +346,47 @@ def _write_failure(run_dir: Path, cfg: DictConfig, error: BaseException) -> None
     })
 
 
+def _run_dir_given() -> bool:
+    """Whether the command names its run directory (``hydra.run.dir=`` / ``hydra.sweep.dir=``)."""
+    given = HydraConfig.get().overrides.hydra
+    return any(str(o).lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for o in given)
+
+
+def choose_run_dir(cfg: DictConfig, output_dir: Path, multirun: bool) -> Path:
+    """Where this start writes: ``resume=<dir>``; else a directory the command names; else the
+    unfinished run of the same config beside the new directory (``mmzoo.resume``), else the new one.
+    ``resume=false`` always starts anew."""
+    wanted = cfg.get("resume")
+    if wanted is False:
+        return output_dir
+    if wanted:
+        run_dir = Path(str(wanted))
+        if not (run_dir / resume.STATE_FILE).is_file() and not (run_dir / "checkpoints").is_dir():
+            raise FileNotFoundError(f"resume={wanted}: not a run directory (no {resume.STATE_FILE} or checkpoints/)")
+        resume.continue_in(output_dir, run_dir)
+        return run_dir
+    if _run_dir_given():
+        return output_dir
+    parent, depth = (output_dir.parent.parent, 2) if multirun else (output_dir.parent, 1)
+    found = resume.find_unfinished(parent, resume.run_key(cfg), exclude=output_dir, depth=depth)
+    if found is None:
+        return output_dir
+    last = newest_checkpoint(found / "checkpoints")
+    log.warning(
+        "continuing the unfinished run %s (the same config; %s). `resume=false` starts a new run instead.",
+        found, f"its newest checkpoint is {last.name}" if last else "it stopped before its first checkpoint",
+    )
+    resume.continue_in(output_dir, found)
+    return found
+
+
 @hydra.main(version_base="1.3", config_path=SEARCH_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    run_dir = Path(cfg.resume) if cfg.get("resume") else Path(HydraConfig.get().runtime.output_dir)
+    output_dir = run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        cfg = preflight.check(cfg)  # before the config's hash is taken (it resolves every value)
+        run_dir = choose_run_dir(cfg, output_dir, multirun)
         metrics = train_and_evaluate(cfg, run_dir)
     except Exception as error:
         _write_failure(run_dir, cfg, error)

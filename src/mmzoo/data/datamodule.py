@@ -22,6 +22,7 @@ from mmzoo.data.webdata import (
     SampleErrors,
     ShardLoader,
     SharedEpoch,
+    StreamPosition,
     expand_urls,
     make_pipeline,
     num_batches,
@@ -79,6 +80,7 @@ class ShardDataModule(L.LightningDataModule):
         self.collate: Callable[[list[dict[str, Any]]], Any] | None = None
         self.eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None
         self._train_epoch = SharedEpoch()  # survives dataloader rebuilds, so reshuffles keep advancing
+        self._train_position = StreamPosition()  # where a resumed run's stream continues (load_state_dict)
         self.feature_cache, self.feature_cache_dir = feature_cache, feature_cache_dir
         self.feature_module: Any = None  # computes cached features; default: the trainer's module
         self.group_by_length, self.group_window = group_by_length, group_window
@@ -151,6 +153,7 @@ class ShardDataModule(L.LightningDataModule):
             epoch=self._train_epoch if train else SharedEpoch(),
             split=dealing,
             decode=decode,
+            position=self._train_position if train else None,
             group_length=sample_length_of(self.collate) if train and self.group_by_length else None,
             group_window=self.group_window,
         )
@@ -177,6 +180,30 @@ class ShardDataModule(L.LightningDataModule):
     def test_dataloader(self) -> ShardLoader:
         return self._loader(self.test, "test", train=False)
 
+
+    # ---- resuming: Lightning saves this in checkpoints and loads it before the loaders start ----
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position (epoch, batches of it trained on) and the bad-sample counts."""
+        trainer = getattr(self, "trainer", None)
+        progress = trainer.fit_loop.epoch_loop.batch_progress if trainer is not None else None
+        return {
+            "epoch": self._train_epoch.get(),
+            "batches": int(progress.current.processed) if progress is not None else 0,
+            "epoch_done": bool(progress.is_last_batch) if progress is not None else False,
+            "errors": self.errors.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream where the checkpoint left it: the same epoch (so the same shard order
+        and shuffle), its trained batches skipped before decoding (``webdata.StreamPosition``)."""
+        epoch, batches = int(state.get("epoch", -1)), int(state.get("batches", 0))
+        if state.get("epoch_done"):
+            epoch, batches = epoch + 1, 0
+        if epoch >= 0:
+            self._train_epoch.set(epoch - 1)  # the loader's next pass increments it to `epoch`
+            self._train_position.epoch, self._train_position.batches = epoch, batches
+        self.errors.load_state_dict(state.get("errors", {}))
+        log.info("data: resuming the training stream at epoch %d, after %d batches", max(epoch, 0), batches)
 
     def teardown(self, stage: str) -> None:
         if self.errors.total or self.errors.converted:  # skips and conversions alike

@@ -138,6 +138,17 @@ class SampleErrors:
         chunks = [raw[i * self._EXAMPLE_BYTES : (i + 1) * self._EXAMPLE_BYTES] for i in range(n)]
         return [c.rstrip(b"\0").decode("utf-8", "replace") for c in chunks]
 
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The counts, for a checkpoint: a resumed run reports what was skipped before it stopped."""
+        return {"skipped": self.counts, "converted": self.converted}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        with self._counts.get_lock():
+            for reason, n in state.get("skipped", {}).items():
+                self._counts[self.REASONS.index(reason)] = n
+            for kind, n in state.get("converted", {}).items():
+                self._counts[len(self.REASONS) + self.CONVERSIONS.index(kind)] = n
+
     def reset(self) -> None:
         with self._counts.get_lock():
             for i in range(len(self._counts)):

@@ -12,6 +12,7 @@ buffer are seeded from (seed, epoch, rank, worker), so runs are reproducible.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -132,6 +133,35 @@ class SharedEpoch:
             self._value.value += 1
             return self._value.value
 
+    def set(self, epoch: int) -> None:
+        with self._value.get_lock():
+            self._value.value = epoch
+
+
+class StreamPosition:
+    """Where a resumed run's training stream continues: ``batches`` of epoch ``epoch`` were
+    already trained on, and the pass over that epoch skips them (other epochs skip nothing).
+    Set before the pass starts (its readers, forked or pickled then, read it once)."""
+
+    def __init__(self, epoch: int = -1, batches: int = 0) -> None:
+        self.epoch, self.batches = epoch, batches
+
+
+def _skip_trained(
+    samples: Iterator[dict], position: StreamPosition, epoch: SharedEpoch, batch_size: int
+) -> Iterator[dict]:
+    """Drop this reader's share of the batches already trained on, after the shuffle, before decoding.
+
+    The DataLoader takes batches from its workers in turn, so worker ``w`` of ``W`` made batches
+    ``w, w + W, ...``. Exact when no sample of the skipped stretch was bad (a bad one makes the
+    batches after it start a sample later: those few samples are then seen twice).
+    """
+    if epoch.get() != position.epoch or position.batches <= 0:
+        return samples
+    _, _, worker, workers = wds.utils.pytorch_worker_info()
+    mine = len(range(worker, position.batches, workers))
+    return itertools.islice(samples, mine * batch_size, None)
+
 
 def _stream_rng(seed: int | str, epoch: SharedEpoch, per_worker: bool) -> random.Random:
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
@@ -249,6 +279,7 @@ def make_pipeline(
     max_member_bytes: int = MAX_MEMBER_BYTES,
     split: str = "shards",
     decode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    position: StreamPosition | None = None,
     group_length: Callable[[dict[str, Any]], int] | None = None,
     group_window: int = 16,
 ) -> wds.DataPipeline:
@@ -269,6 +300,9 @@ def make_pipeline(
 
     ``decode`` replaces decoding and the transform (raw members in, a sample out): the feature
     cache (``mmzoo.data.feature_cache``) reads its shards through this same pipeline.
+
+    ``position`` (training): the batches of this epoch already trained on are skipped, after
+    the shuffle and before decoding (a resumed run continues where it stopped).
 
     ``group_length`` (a sample's token length, ``mmzoo.data.length_groups``) batches samples of
     similar length: windows of ``group_window`` batches of the shuffled stream are sorted by it.
@@ -302,6 +336,7 @@ def make_pipeline(
         *source,
         reader,  # (an endless draw from shards that all fail gives up, loudly)
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
+        bind(_skip_trained, position=position, epoch=epoch, batch_size=batch_size) if position is not None else None,
         wds.map(decode or bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
         wds.map(bind(_apply_transform, transform), handler=errors) if decode is None else None,
         wds.batched(batch_size, collation_fn=collate, partial=partial) if group_length is None else
@@ -363,8 +398,15 @@ class ShardLoader(wds.WebLoader):
         self.length = length
 
     def __iter__(self) -> Iterator[Any]:
-        self.epoch.increment()  # before the DataLoader starts its workers
-        return super().__iter__()
+        """A pass that takes its epoch number when it starts: an ``iter()`` never consumed (Lightning
+        probes loaders so) is not an epoch, so a resumed run's passes are numbered as the original's."""
+        self_iter = super().__iter__  # lazy: the DataLoader starts its workers at the first batch
+
+        def one_pass() -> Iterator[Any]:
+            self.epoch.increment()  # before the DataLoader starts its workers
+            yield from self_iter()
+
+        return one_pass()
 
     def __len__(self) -> int:
         if self.length is None:

@@ -11,7 +11,12 @@ batch becomes a loss and what the evaluators may ask of it:
   with an optional scheduler whose length comes from the trainer;
 - training / validation steps around the family's ``loss``, and evaluation through the
   configured ``Evaluation`` (``mmzoo.eval``);
-- moving only tensors to the device: a batch's per-sample records stay where they are.
+- moving only tensors to the device: a batch's per-sample records stay where they are;
+- numerical faults: a NaN/inf loss stops the run (``nonfinite="stop"``, the last good
+  checkpoint is kept) or skips the step and counts it (``nonfinite="skip"``);
+- checkpoints that resume exactly: besides Lightning's optimizer, scheduler and loop
+  state, the RNG states, the loss history and the counters (``mmzoo.lit.checkpoint``
+  writes them atomically).
 
 What ``mmzoo.run`` reads after a run is declared here: ``results``, ``examples``,
 ``lineage``, ``counters`` and ``parameter_counts()``.
@@ -21,10 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +42,35 @@ from mmzoo.types import INPUT_IDS, PIXEL_VALUES
 
 log = logging.getLogger(__name__)
 FROZEN_MANIFEST = "mmzoo_frozen_parts"
+TRAINING_STATE = "mmzoo_training_state"
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A NaN or inf loss (or weights) under ``nonfinite="stop"``: the run ends, its last good checkpoint stays."""
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states, as types ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def count_parameters(module: nn.Module) -> dict[str, int]:
@@ -90,6 +127,10 @@ class ZooModule(L.LightningModule):
 
     Subclasses implement ``image_transform()``, ``collator(train)`` and ``loss(batch)``,
     plus what their evaluators ask for (see ``mmzoo.eval``).
+
+    Run options set as attributes (``mmzoo.run`` sets them from the config): ``nonfinite``
+    (``"stop"`` or ``"skip"``), and ``part_sources`` (part path -> where its weights come from:
+    a run directory, a hub id), named with each frozen part's hash in checkpoints.
     """
 
     def __init__(
@@ -116,7 +157,10 @@ class ZooModule(L.LightningModule):
         self.results: dict[str, float] = {}
         self.examples: list[dict[str, Any]] = []
         self.counters: dict[str, int] = {}
-        self._frozen_manifest: dict[str, str] | None = None
+        self.nonfinite = "stop"
+        self.part_sources: dict[str, str] = {}
+        self._frozen_manifest: dict[str, dict[str, str]] | None = None
+        self._rng_to_restore: dict[str, Any] | None = None
 
     # ---- what a family provides -----------------------------------------------------
     def image_transform(self) -> Callable:
@@ -181,8 +225,10 @@ class ZooModule(L.LightningModule):
         return to_device(batch, device)
 
     # ---- steps ----------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         loss, extra = self.loss(batch)
+        if self._skip_nonfinite(loss, batch_idx):
+            return None  # Lightning skips backward and the optimizer step
         size = batch_size(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in extra.items():
@@ -205,31 +251,114 @@ class ZooModule(L.LightningModule):
         self.examples = self.evaluation.examples(limit=64)
         self.log_dict({k: float(v) for k, v in self.results.items()}, rank_zero_only=True)
 
+    # ---- numerical faults --------------------------------------------------------------
+    def _skip_nonfinite(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """True to skip this step (``nonfinite="skip"``); raises ``NonFiniteLoss`` under "stop".
+
+        Every rank takes the same decision (a rank skipping alone would hang DDP's all-reduce).
+        """
+        bad = not bool(torch.isfinite(loss.detach()).all())  # a host sync, as the loss log below
+        trainer = self._trainer
+        if trainer is not None:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return False
+        step = self.global_step
+        if self.nonfinite == "skip" and self.weights_finite():
+            self.counters["nonfinite_steps_skipped"] = self.counters.get("nonfinite_steps_skipped", 0) + 1
+            log.warning("loss is %s at step %d: step skipped (nonfinite=skip; %d so far)", float(loss.detach()),
+                        step, self.counters["nonfinite_steps_skipped"])  # fmt: skip
+            return True
+        callback = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
+        last = getattr(callback, "last_model_path", "")
+        kept = os.path.realpath(last) if last else "none saved yet"  # last.ckpt links to the newest
+        cause = "loss" if self.weights_finite() else "weights (skipping steps cannot mend them)"
+        raise NonFiniteLoss(
+            f"non-finite {cause}: loss={float(loss.detach())} at step {step} (batch {batch_idx}); the run stops "
+            f"here and keeps its last good checkpoint ({kept}). Lower the learning rate (model.optimizer.lr), "
+            "clip gradients (trainer.gradient_clip_val) or train in full precision (trainer.precision=32-true), "
+            "then continue from that checkpoint with resume=<run dir>; or skip such steps with nonfinite=skip"
+        )
+
+    def weights_finite(self) -> bool:
+        """Whether every trainable parameter is finite (one reduction over them)."""
+        params = [p.detach() for p in self.model.parameters() if p.requires_grad]
+        return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
     # ---- checkpoints: trainable state only, frozen parts named and hashed -------------
-    def frozen_manifest(self) -> dict[str, str]:
-        """``{part path: weights hash}`` of the frozen parts (computed once: they never change)."""
+    def source_of(self, path: str) -> str:
+        """Where the weights of the part at ``path`` come from: the longest ``part_sources`` entry
+        that holds it (``bridge`` holds ``bridge.qformer``), else the whole model's (``pretrained``)."""
+        holders = [k for k in self.part_sources if path == k or path.startswith(k + ".") or k == "pretrained"]
+        holders.sort(key=lambda k: (k != "pretrained", len(k)))
+        return self.part_sources[holders[-1]] if holders else "built from config (random init)"
+
+    def frozen_manifest(self) -> dict[str, dict[str, str]]:
+        """``{part path: {"source", "sha256"}}`` of the frozen parts (hashed once: they never change)."""
         if self._frozen_manifest is None:
-            self._frozen_manifest = {name: weights_hash(m) for name, m in self.frozen_parts().items()}
+            self._frozen_manifest = {
+                name: {"source": self.source_of(name), "sha256": weights_hash(m)}
+                for name, m in self.frozen_parts().items()
+            }
         return self._frozen_manifest
 
     def _frozen_keys(self) -> set[str]:
         return {f"model.{name}.{k}" for name, m in self.frozen_parts().items() for k in m.state_dict()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.weights_finite():  # raised before anything is written: the previous file stays
+            raise NonFiniteLoss(
+                f"trainable weights are NaN/inf at step {self.global_step}: this checkpoint is not written and the "
+                "last good one is kept. Lower the learning rate or clip gradients, then resume=<run dir>"
+            )
         frozen = self._frozen_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint[FROZEN_MANIFEST] = self.frozen_manifest()
+        checkpoint[TRAINING_STATE] = {
+            "rng": rng_states(),
+            "train_losses": list(self.train_losses),
+            "counters": dict(self.counters),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(FROZEN_MANIFEST)
         if saved is not None:
-            current = self.frozen_manifest()
-            differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            if differ:
-                raise ValueError(
-                    f"cannot resume: the frozen parts {differ} are not the ones this checkpoint was trained on "
-                    "(their weights or the recipe's freezing changed). Start a new run, or restore those parts."
-                )
+            self._check_frozen(saved)
         own = self.state_dict()
         for key in self._frozen_keys():  # rebuilt from their source, not stored
             checkpoint["state_dict"].setdefault(key, own[key])
+        state = checkpoint.get(TRAINING_STATE)
+        if state is not None:
+            self.train_losses = list(state["train_losses"])
+            self.counters.update(state["counters"])
+            self._rng_to_restore = state["rng"]
+
+    def _check_frozen(self, saved: Mapping[str, Any]) -> None:
+        """Refuse to continue on frozen parts other than those the checkpoint was trained on."""
+        current = self.frozen_manifest()
+
+        def entry(value: Any) -> dict[str, str]:  # checkpoints of before the sources: a bare hash
+            return value if isinstance(value, Mapping) else {"source": "?", "sha256": str(value)}
+
+        differ = []
+        for name in sorted(set(saved) | set(current)):
+            if name not in current:
+                differ.append(f"{name} (frozen in the checkpoint, trainable or absent now)")
+            elif name not in saved:
+                differ.append(f"{name} (frozen now, not in the checkpoint's frozen parts)")
+            elif entry(saved[name])["sha256"] != current[name]["sha256"]:
+                old, new = entry(saved[name]), current[name]
+                differ.append(f"{name} (checkpoint: {old['source']}, weights {old['sha256']}; "
+                              f"now: {new['source']}, weights {new['sha256']})")  # fmt: skip
+        if differ:
+            raise ValueError(
+                "cannot resume: these frozen parts are not the ones the checkpoint was trained on: "
+                + "; ".join(differ)
+                + ". Restore those parts (the same source, unchanged), or start a new run (resume=false)."
+            )
+
+    def on_train_start(self) -> None:
+        """RNG states of the checkpoint, restored once the data stream is set up (as they were when saved)."""
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
