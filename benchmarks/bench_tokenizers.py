@@ -1,6 +1,7 @@
 """Tokenizers for a user's own captions, side by side: which one should ``data=folder`` use?
 
     python benchmarks/bench_tokenizers.py [--captions 800] [--vocab 1024 4096 8192]
+    python benchmarks/bench_tokenizers.py --train TRAIN_SHARDS TEST_SHARDS [--steps 200] [--seeds 0 1]
 
 Writes ~800 varied, real-looking English captions (not the shapes template) into shards
 (3/4 to train on, 1/4 held out), then prints, on the held-out captions and on all of them:
@@ -9,6 +10,12 @@ Writes ~800 varied, real-looking English captions (not the shapes template) into
 (c) the shapes word tokenizer: its ``<unk>`` rate.
 Columns: vocabulary size, tokens per caption (no BOS/EOS), ``<unk>`` rate, the share of the
 vocabulary the captions use, and the embedding parameters at width 64 (the tiny presets).
+
+``--train``: on a folder of captioned images made into shards (e.g. ``python -m
+tests.data.captioned_scenes`` then ``python -m mmzoo.data.shards folder``), trains the default
+tiny CLIP with each tokenizer (``tokenizer=caption_bpe|open_clip|shapes``), the same steps and
+seeds, and prints retrieval R@1 on the test shards, seconds per step and parameters; then a
+few steps of the zoo LM (``model=lm``) with each, for its step time and size.
 """
 
 from __future__ import annotations
@@ -149,11 +156,55 @@ def row(name: str, vocab: int, lengths: list[int], unk: int, used: set[int]) -> 
     )
 
 
+TOKENIZERS = ("caption_bpe", "open_clip", "shapes")
+
+
+def train_side_by_side(train: str, test: str, steps: int, seeds: list[int], lm_steps: int) -> None:
+    """CLIP (retrieval R@1, s/step) and the zoo LM (s/step) with each tokenizer, one process."""
+    import statistics
+
+    from mmzoo.api import compose_config
+    from mmzoo.run import train_and_evaluate
+
+    data = [f"data.train={train}", f"data.test={test}", "data=folder", "data.batch_size=64", "data.num_workers=1",
+            "trainer.max_epochs=-1", "trainer.enable_progress_bar=false"]  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in TOKENIZERS:
+            r1, seconds, params = [], [], 0
+            for seed in seeds:
+                cfg = compose_config([*data, f"tokenizer={name}", f"trainer.max_steps={steps}", f"seed={seed}"])
+                m = train_and_evaluate(cfg, Path(tmp) / f"clip-{name}-{seed}")
+                r1.append((m["metrics"]["retrieval/t2i_r1"] + m["metrics"]["retrieval/i2t_r1"]) / 2)
+                seconds.append(m["train"]["seconds"] / steps)
+                params = m["params"]["total"]
+            lm = train_and_evaluate(compose_config([*data, "model=lm", f"tokenizer={name}",
+                                                    f"trainer.max_steps={lm_steps}"]), Path(tmp) / f"lm-{name}")  # fmt: skip
+            rows.append((name, r1, statistics.mean(seconds), params, lm["train"]["seconds"] / lm_steps,
+                         lm["params"]["total"]))  # fmt: skip
+    chance = m["metrics"]["retrieval/chance_r1"]
+    base = rows[0]
+    print(f"\nCLIP {steps} steps x batch 64, seeds {seeds}; R@1 = mean of t2i and i2t (chance {chance:.3f})")
+    print(f"{'tokenizer':<12} {'R@1 per seed':<22} {'mean':>6} {'s/step':>7} {'ratio':>6} {'params':>10} "
+          f"{'LM s/step':>9} {'ratio':>6} {'LM params':>10}")  # fmt: skip
+    for name, r1, sec, params, lm_sec, lm_params in rows:
+        per_seed = " ".join(f"{v:.3f}" for v in r1)
+        print(f"{name:<12} {per_seed:<22} {sum(r1) / len(r1):>6.3f} {sec:>7.3f} {sec / base[2]:>5.2f}x {params:>10,} "
+              f"{lm_sec:>9.3f} {lm_sec / base[4]:>5.2f}x {lm_params:>10,}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", type=int, default=800)
     parser.add_argument("--vocab", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--train", nargs=2, metavar=("TRAIN_SHARDS", "TEST_SHARDS"), default=None)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--lm-steps", type=int, default=30)
     args = parser.parse_args()
+    if args.train:
+        train_side_by_side(*args.train, args.steps, args.seeds, args.lm_steps)
+        return
     import open_clip
 
     captions = make_captions(args.captions)

@@ -68,3 +68,33 @@ def test_nested_zoo_references_change_the_key(monkeypatch):
     known = zoo.recipes()
     monkeypatch.setattr(zoo, "recipes", lambda: {**known, "clip": [*known["clip"], "model.embed_dim=32"]})
     assert zoo.recipe_key("qformer") != before
+
+
+FOLDER = ["data=folder", "data.train=/nowhere/train", "data.test=/nowhere/test"]
+
+
+def test_recipes_on_own_data_take_its_tokenizer_and_a_length_of_their_own(monkeypatch):
+    """The zoo LM for data=folder is made over the asker's tokenizer (a BPE of its captions, or
+    what the command line picked) and runs its own number of steps, not one pass of the data."""
+    from mmzoo.compose import compose_config
+    from mmzoo.data import tokenizer as tokenizer_module
+
+    asker = compose_config([*FOLDER, "model=llava"])
+    lm = zoo.recipe_config("lm", asker)
+    assert lm.tokenizer._target_.endswith("caption_bpe_tokenizer") and lm.tokenizer.shards == "/nowhere/train"
+    steps = next(int(o.split("=")[1]) for o in zoo.recipes()["lm"] if o.startswith("trainer.max_steps="))
+    assert (lm.trainer.max_steps, lm.trainer.max_epochs) == (steps, -1)  # trainer=cpu alone: one pass, 4 steps here
+    assert zoo.recipe_config("lm").choices.tokenizer == "shapes"  # the embedded data keeps its words
+
+    base = zoo.recipe_key("lm", asker)
+    assert zoo.recipe_key("lm", compose_config([*FOLDER, "model=llava"])) == base  # stable
+    other = {
+        "open_clip": compose_config([*FOLDER, "model=llava", "tokenizer=open_clip"]),
+        "vocab": compose_config([*FOLDER, "model=llava", "tokenizer.vocab_size=1024"]),
+        "data": compose_config(["data=folder", "data.train=/elsewhere/train", "data.test=/nowhere/test", "model=llava"]),
+    }
+    assert zoo.recipe_config("lm", other["open_clip"]).choices.tokenizer == "open_clip"
+    keys = {name: zoo.recipe_key("lm", cfg) for name, cfg in other.items()}
+    monkeypatch.setattr(tokenizer_module, "BPE_RECIPE", tokenizer_module.BPE_RECIPE + 1)
+    keys["bpe recipe"] = zoo.recipe_key("lm", asker)
+    assert base not in keys.values() and len(set(keys.values())) == len(keys), keys
