@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmzoo import preflight, resume, rundir, zoo
 from mmzoo.lit.checkpoint import AtomicCheckpointIO, newest_checkpoint, remove_partial_saves
+from mmzoo.lit.throughput import throughput_summary
 from mmzoo.presets import SEARCH_PATH
 from mmzoo.provenance import peak_memory, provenance, reset_peak_memory
 from mmzoo.report import print_metrics
@@ -259,6 +260,7 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "samples_per_second": round(train_samples / train_seconds, 1) if train_seconds else None,
             "loss_first": module.train_losses[0] if module.train_losses else None,
             "loss_last": _tail_mean(module.train_losses),
+            "throughput": throughput_summary(trainer),  # steady-state samples/s, FLOP/s, MFU
             "resumed_at_step": resumed_at,  # this start continued a checkpoint of that step
             NONFINITE_COUNTER: module.counters.get(NONFINITE_COUNTER, 0),
         },

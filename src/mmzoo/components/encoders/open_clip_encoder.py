@@ -25,7 +25,8 @@ class OpenClipVisionEncoder(VisionEncoder):
     file) for a real tower, or ``vision_cfg`` for a random one. Tokens are raw block
     outputs; ``norm=True`` applies ``ln_post`` as open_clip's pooled feature does.
     ``quick_gelu`` builds a ``vision_cfg`` tower with OpenAI's QuickGELU (what the OpenAI
-    weights were trained with; open_clip's ``*-quickgelu`` configs).
+    weights were trained with; open_clip's ``*-quickgelu`` configs). ``gradient_checkpointing``
+    recomputes block activations in the backward pass instead of keeping them.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class OpenClipVisionEncoder(VisionEncoder):
         tokens: TokenSelection = "all",
         norm: bool = False,
         quick_gelu: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(layer=layer, tokens=tokens)
         if (model_name is None) == (vision_cfg is None):
@@ -51,6 +53,7 @@ class OpenClipVisionEncoder(VisionEncoder):
         if not isinstance(visual, open_clip.transformer.VisionTransformer):
             raise ValueError(f"OpenClipVisionEncoder needs a ViT tower, got {type(visual).__name__}")
         visual.proj = None  # the pooled projection is a head, owned by the model that needs it
+        visual.set_grad_checkpointing(gradient_checkpointing)
         self.visual = visual
         self.norm = norm
         self.take = self.block_index(len(visual.transformer.resblocks))

@@ -21,7 +21,8 @@ class TimmVisionEncoder(VisionEncoder):
     (``pretrained_cfg_overlay={'file': ...}``), which also drops a classifier head the
     file may carry; ``model_kwargs`` go to ``timm.create_model`` (tiny models for tests:
     ``img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2``). ``norm`` applies the
-    backbone's final norm to the selected layer.
+    backbone's final norm to the selected layer. ``gradient_checkpointing`` recomputes block
+    activations in the backward pass instead of keeping them (timm's ``set_grad_checkpointing``).
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class TimmVisionEncoder(VisionEncoder):
         layer: int = -1,
         tokens: TokenSelection = "all",
         norm: bool = False,
+        gradient_checkpointing: bool = False,
         **model_kwargs: Any,
     ) -> None:
         super().__init__(layer=layer, tokens=tokens)
@@ -39,6 +41,7 @@ class TimmVisionEncoder(VisionEncoder):
             model_kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint_path)}
             pretrained = True
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **model_kwargs)
+        self.model.set_grad_checkpointing(gradient_checkpointing)
         self.norm = norm
         self.take = self.block_index(len(self.model.blocks))
 

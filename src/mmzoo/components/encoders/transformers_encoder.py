@@ -75,6 +75,11 @@ class TransformersVisionEncoder(VisionEncoder):
     ``clip_vision_model``) builds a random tower. Tokens are ``hidden_states[layer]``
     (pre-norm block outputs, as LLaVA takes them); ``norm=True`` applies the tower's
     ``post_layernorm``, which is what BLIP-2's Q-Former reads (its ``last_hidden_state``).
+
+    ``gradient_checkpointing`` recomputes each block's activations in the backward pass instead
+    of keeping them (less memory, about a third more compute; only while the tower trains).
+    ``attn_implementation`` picks transformers' attention kernel (default ``sdpa``, PyTorch's
+    scaled-dot-product attention with its flash kernels; ``eager``, ``flash_attention_2``...).
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class TransformersVisionEncoder(VisionEncoder):
         layer: int = -1,
         tokens: TokenSelection = "all",
         norm: bool = False,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = None,
     ) -> None:
         super().__init__(layer=layer, tokens=tokens)
         if (name_or_path is None) == (config is None):
@@ -100,6 +107,10 @@ class TransformersVisionEncoder(VisionEncoder):
                 config.setdefault("vision_use_head", False)
             model_class = _FAMILIES[family][0]
             self.model = model_class(model_class.config_class(**config))
+        if attn_implementation is not None:
+            self.model.set_attn_implementation(attn_implementation)
+        if gradient_checkpointing:
+            self.model.activation_checkpointing_enable()
 
         cfg = self.model.config
         self.norm = norm

@@ -93,8 +93,8 @@ class LanguageModel(nn.Module):
             self.model = model_class.from_config(hf_config, dtype=dtype, **options)
         for key in ("pad_token_id", "bos_token_id", "eos_token_id"):  # generation stops where the data path ends
             setattr(self.model.generation_config, key, getattr(tokenizer, key))
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if gradient_checkpointing:  # recompute each layer in the backward pass (only while the LM trains)
+            self.model.activation_checkpointing_enable()
 
         cfg = self.model.config
         self.is_encoder_decoder = bool(cfg.is_encoder_decoder)
