@@ -105,10 +105,11 @@ def main() -> None:
         for batch in pixels[:2] + cached[:2]:  # warm-up
             step(batch)
         steps_p, steps_c, fronts = [], [], []
-        for _ in range(args.repeats):
-            steps_p.append(sum(timed(step, b) for b in pixels) / len(pixels))
-            steps_c.append(sum(timed(step, b) for b in cached) / len(cached))
-            fronts.append(sum(timed(front, b) for b in pixels) / len(pixels))
+        for _ in range(args.repeats):  # the three take turns batch by batch: a busy machine slows them alike
+            times = [(timed(step, p), timed(step, c), timed(front, p)) for p, c in zip(pixels, cached, strict=True)]
+            steps_p.append(statistics.mean(t[0] for t in times))
+            steps_c.append(statistics.mean(t[1] for t in times))
+            fronts.append(statistics.mean(t[2] for t in times))
         share = statistics.median(fronts) / statistics.median(steps_p)
         predicted = 1 / (1 - share)
         ratios = [p / c for p, c in zip(steps_p, steps_c, strict=True)]

@@ -28,7 +28,7 @@ def test_pack_fills_rows_without_overflow() -> None:
 
 
 def test_packed_loss_equals_the_padded_loss() -> None:
-    module = build("lm", ["model.image_text=scene"])
+    module = build("lm", ["model.image_text=scene", "model.pack=false"])
     module.eval()
     samples = _samples(24)
     padded = module.collator()(samples)
