@@ -113,9 +113,11 @@ def clip_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LLaMA pretrained briefly on the shapes text: the frozen LLM of those tests."""
+    """The tiny LLaMA pretrained on the shapes text with the scene where the image goes, as
+    zoo:lm is: the frozen LLM of those tests. Reading its context emerges after ~100k texts
+    (800 packed steps of 128), and without it no frozen-LLM model can see."""
     out = tmp_path_factory.mktemp("runs") / "lm"
-    run_zoo(out, ["model=lm", "trainer.max_steps=150"])
+    run_zoo(out, ["model=lm", "data.batch_size=128", "trainer.max_steps=800"])
     return out
 
 

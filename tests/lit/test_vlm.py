@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -115,8 +113,24 @@ def test_generative_models_beat_their_untrained_selves(model, clip_run, lm_run, 
     assert trained["metrics"]["caption/cider"] > untrained["metrics"]["caption/cider"] + 0.1, (trained, untrained)
     assert trained["params"]["trainable"] < trained["params"]["total"]
     assert (tmp_path / "trained" / "examples.jsonl").is_file()
-    generated = [json.loads(line)["generated_captions"] for line in open(tmp_path / "trained" / "examples.jsonl")]
-    assert len(set(generated)) > 1  # the caption depends on the image
+    m = trained["metrics"]  # the caption depends on the image: the same model on another scene's image does worse
+    assert m["caption/cider"] > m["caption/cider@shuffled"] + 0.5, m
+
+
+@pytest.mark.slow
+def test_llava_answers_from_the_image_not_from_its_prior(clip_run, lm_run, tmp_path):
+    """The same trained LLaVA given a blank image, or another scene's image, does much worse on
+    colour: in its captions (colour of the objects it names, margin 0.3) and answering colour
+    questions (margin 0.1), and it names fewer objects that are really there (margin 0.08).
+    Measured at this tiny size (32 px, 150-step CLIP): 0.70 / 0.24 / 0.20, 0.46 / 0.21 / 0.29,
+    0.14 / 0.01 / 0.01; the full-size figures are in the README."""
+    trained = run_zoo(tmp_path, ["model=llava", f"encoder.from_run={clip_run}", f"++llm.from_run={lm_run}",
+                                 "trainer.max_steps=500"])
+    m = trained["metrics"]
+    for condition in ("blank", "shuffled"):
+        assert m["grounding/colour_accuracy"] > m[f"grounding/colour_accuracy@{condition}"] + 0.3, m
+        assert m["vqa/colour_accuracy"] > m[f"vqa/colour_accuracy@{condition}"] + 0.1, m
+        assert m["grounding/object_precision"] > m[f"grounding/object_precision@{condition}"] + 0.08, m
 
 
 @pytest.mark.slow
