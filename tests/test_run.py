@@ -28,6 +28,19 @@ def test_help_lists_config_groups(tmp_path):
     assert "minigpt4" in out.stdout and "mlp3" in out.stdout
 
 
+def test_a_users_own_presets_from_config_dir(tmp_path):
+    """A preset in the user's folder composes over a shipped one, without editing the package."""
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "my_clip.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - clip\nmodel:\n  embed_dim: 48\n"
+    )
+    out = mmzoo_run("--config-dir", str(tmp_path / "mine"), "model=my_clip", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "embed_dim: 48" in out.stdout and "mmzoo.lit.clip" in out.stdout
+    listed = mmzoo_run("--config-dir", str(tmp_path / "mine"), "--help", cwd=tmp_path)
+    assert "my_clip" in listed.stdout and "llava" in listed.stdout
+
+
 def test_unknown_choice_lists_the_valid_ones(tmp_path):
     out = mmzoo_run("model=foo", cwd=tmp_path)
     assert out.returncode != 0

@@ -41,6 +41,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmzoo import preflight, resume, rundir, zoo
+from mmzoo.lit.base import ZooModule
 from mmzoo.lit.checkpoint import AtomicCheckpointIO, newest_checkpoint, remove_partial_saves
 from mmzoo.lit.throughput import throughput_summary
 from mmzoo.presets import SEARCH_PATH
@@ -310,20 +311,18 @@ def write_examples(examples: list[dict[str, Any]], run_dir: Path) -> None:
             f.write(json.dumps(example) + "\n")
 
 
-def write_example_images(module: L.LightningModule, run_dir: Path) -> None:
-    """``examples/<key>.png``: the first test images as the model saw them (un-normalised), for
-    the leaderboard's side-by-side page."""
-    images = getattr(module.evaluation, "images", {})
-    encoder = getattr(module.model, "encoder", None)
-    if not images or encoder is None:
+def write_example_images(module: ZooModule, run_dir: Path) -> None:
+    """``examples/<key>.png``: the first test images as the model saw them, for the
+    leaderboard's side-by-side page."""
+    images = module.example_images()
+    if not images:
         return
     from torchvision.transforms.functional import to_pil_image
 
-    mean, std = torch.tensor(encoder.mean)[:, None, None], torch.tensor(encoder.std)[:, None, None]
     folder = run_dir / "examples"
     folder.mkdir(exist_ok=True)
     for key, pixels in images.items():
-        to_pil_image((pixels.float() * std + mean).clamp(0, 1)).save(folder / f"{key}.png")
+        to_pil_image(pixels).save(folder / f"{key}.png")
 
 
 def overrides() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.transforms.functional import to_pil_image
 
 from mmzoo.api import build
 from mmzoo.rundir import read_metrics
@@ -46,6 +47,14 @@ def test_llava_takes_penultimate_patch_tokens_and_any_bridge():
     assert qf.model.num_image_tokens == 8
     batch = fake_batch(qf)
     assert (batch["input_ids"] == qf.model.image_token_id).sum(1).tolist() == [8, 8]
+
+
+def test_example_images_are_what_the_model_saw_unnormalised():
+    module = build("llava", TINY_PARTS)
+    picture = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)  # a decoded image at the encoder's size
+    module.evaluation.images["k"] = module.image_transform()(to_pil_image(picture))
+    shown = module.example_images()["k"]
+    assert shown.shape == picture.shape and torch.allclose(shown, picture / 255, atol=1e-5)
 
 
 def test_frozen_parts_stay_bit_identical_after_training_steps():

@@ -169,6 +169,19 @@ class ZooModule(L.LightningModule):
     def collator(self, train: bool = True) -> Callable:
         raise NotImplementedError
 
+    def image_stats(self) -> tuple[Sequence[float], Sequence[float]] | None:
+        """The (mean, std) images are normalised with; None for a model that reads no images."""
+        return None
+
+    def example_images(self) -> dict[str, torch.Tensor]:
+        """The test images the evaluation kept, as the model saw them but un-normalised to
+        [0, 1]: the run's examples/, shown side by side on the leaderboard's page."""
+        stats = self.image_stats()
+        if stats is None:
+            return {}
+        mean, std = (torch.tensor(s, dtype=torch.float32)[:, None, None] for s in stats)
+        return {key: (pixels.float() * std + mean).clamp(0, 1) for key, pixels in self.evaluation.images.items()}
+
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """``(loss, extra values to log)`` for one batch."""
         raise NotImplementedError

@@ -49,6 +49,9 @@ class ContrastiveModule(ZooModule):
         enc = self.model.encoder
         return image_transform(enc.image_size, enc.mean, enc.std)
 
+    def image_stats(self) -> tuple[Sequence[float], Sequence[float]]:
+        return self.model.encoder.mean, self.model.encoder.std
+
     def collator(self, train: bool = True) -> CaptionCollator:
         prompt = None if train else self.caption_prompt
         return CaptionCollator(self.text_tokenizer, self.text_max_length, self.group_key, prompt)

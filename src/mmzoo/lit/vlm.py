@@ -111,6 +111,9 @@ class VisionLanguageModule(ZooModule):
         enc = self.model.encoder
         return image_transform(enc.image_size, enc.mean, enc.std)
 
+    def image_stats(self) -> tuple[Sequence[float], Sequence[float]]:
+        return self.model.encoder.mean, self.model.encoder.std
+
     def collator(self, train: bool = True) -> VLMCollator:
         return VLMCollator(
             self.tokenizer,
