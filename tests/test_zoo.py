@@ -98,3 +98,14 @@ def test_recipes_on_own_data_take_its_tokenizer_and_a_length_of_their_own(monkey
     monkeypatch.setattr(tokenizer_module, "BPE_RECIPE", tokenizer_module.BPE_RECIPE + 1)
     keys["bpe recipe"] = zoo.recipe_key("lm", asker)
     assert base not in keys.values() and len(set(keys.values())) == len(keys), keys
+
+
+def test_models_of_other_budgets_share_one_zoo_part():
+    """The asker's batch sizes are its own budget: LLaVA (batch 64), the LM (128) and the default
+    run all ask for the same zoo CLIP and LM, trained at their recipes' own batch sizes."""
+    from mmzoo.compose import compose_config
+
+    for name in ("clip", "lm"):
+        keys = {zoo.recipe_key(name, compose_config([f"model={m}"])) for m in ("llava", "minigpt4", "blip2", "clip")}
+        assert keys == {zoo.recipe_key(name)}, name
+    assert zoo.recipe_config("lm", compose_config(["model=llava"])).data.batch_size == 128

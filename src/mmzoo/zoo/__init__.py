@@ -74,6 +74,11 @@ def _check_name(name: str) -> list[str]:
     return known[name]
 
 
+# data keys that are a model's budget on that data (budget/<data>_<model>.yaml), not the data's
+# identity: a zoo part keeps its recipe's, so every model on the same data shares one part
+BUDGET_KEYS = ("batch_size", "eval_batch_size")
+
+
 def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
     """The composed run config of recipe ``name`` for the run config ``parent`` (its data and
     the keys the recipe inherits; default: the embedded data)."""
@@ -86,7 +91,11 @@ def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
     cfg = compose_config(overrides)
     OmegaConf.set_struct(cfg, False)
     if data is not None:
+        own = cfg.data
         cfg.data = data.copy()
+        for key in BUDGET_KEYS:  # the asker's batch sizes are its own model's budget, not the recipe's
+            if key in own:
+                cfg.data[key] = own[key]
         if "feature_cache" in cfg.data:  # the asker's cache is of its own frozen parts: the zoo's train from pixels
             cfg.data.feature_cache, cfg.data.feature_cache_dir = False, None
     tokenizer = parent.get("tokenizer") if parent is not None else None
