@@ -32,6 +32,8 @@ bench: $(STAMP)  ## side-by-side benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_feature_cache.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_length_groups.py
+	$(PY) benchmarks/bench_memory.py
 
 # The whole zoo in one command: every model trained with its default recipe and evaluated
 # untrained (sweep=zoo, one process, jobs one after another: a failed job is recorded and the
