@@ -1,13 +1,16 @@
 """Training-step cost of mmzoo's compositions against the bare transformers models, side by side.
 
-    python benchmarks/bench_step.py [--device cpu|cuda] [--steps 20] [--size small|base]
+    python benchmarks/bench_step.py [--device cpu|cuda] [--steps 20] [--size small|base] [--bf16] [--threads N]
 
 1. CLIP: mmzoo's DualEncoder (transformers CLIP towers + bridge + itc_loss) vs transformers'
    ``CLIPModel(return_loss=True)`` with the same tower configs, same batch.
 2. LLaVA: mmzoo's VisionLanguageModel step (frozen encoder, linear bridge, visual tokens merged
    into a frozen LLM, masked LM loss) vs the bare ``LlamaForCausalLM`` step on a sequence of the
-   same length (what the LLM costs alone). The ratio is the price of the composition.
-Prints median milliseconds per step and the ratios.
+   same length (what the LLM costs alone). The ratio is the price of the composition, and the
+   frozen encoder's forward, timed alone in turn, is work the bare LLM does not do: the
+   second LLaVA line takes it out.
+The two sides of a pair take turns step by step (after 3 warm-up steps each). Prints median
+milliseconds per step and the ratios.
 """
 
 from __future__ import annotations
@@ -35,19 +38,23 @@ SIZES = {
 }
 
 
-def timed(step: Callable[[], None], steps: int, device: str) -> float:
+def interleaved(steps_by_name: dict[str, Callable[[], None]], steps: int, device: str) -> dict[str, float]:
+    """Median ms/step of each, taking turns step by step (the order reversed every other step),
+    so that a machine shared with other work slows them alike."""
     for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+        for step in steps_by_name.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for i in range(steps):
+        for name in list(steps_by_name)[:: 1 if i % 2 == 0 else -1]:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            steps_by_name[name]()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 def clip_pair(s: dict, device: str, dtype: torch.dtype):
@@ -83,7 +90,7 @@ def clip_pair(s: dict, device: str, dtype: torch.dtype):
         opt_ours.step()
         opt_ours.zero_grad()
 
-    return step_bare, step_ours
+    return {"bare": step_bare, "ours": step_ours}
 
 
 def llava_pair(s: dict, device: str, dtype: torch.dtype):
@@ -126,7 +133,11 @@ def llava_pair(s: dict, device: str, dtype: torch.dtype):
         opt.step()
         opt.zero_grad()
 
-    return step_bare, step_ours
+    def front() -> None:  # the frozen vision encoder's forward: work the bare LLM is spared
+        with torch.no_grad():
+            ours.encoder(px)
+
+    return {"bare": step_bare, "ours": step_ours, "front": front}
 
 
 def main() -> None:
@@ -135,17 +146,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--bf16", action="store_true", help="run both sides in bfloat16")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default torch's; 1 is steadier on a CPU shared with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     s = SIZES[args.size]
     print(f"device={args.device} size={args.size} dtype={dtype} threads={torch.get_num_threads()}")
     for name, pair in (("clip", clip_pair), ("llava", llava_pair)):
-        bare_step, ours_step = pair(s, args.device, dtype)
-        bare_ms = timed(bare_step, args.steps, args.device)
-        ours_ms = timed(ours_step, args.steps, args.device)
+        ms = interleaved(pair(s, args.device, dtype), args.steps, args.device)
         label = "transformers CLIPModel" if name == "clip" else "bare LlamaForCausalLM (same length)"
-        print(f"{name:6s} mmzoo {ours_ms:8.1f} ms/step | {label} {bare_ms:8.1f} ms/step | ratio {ours_ms / bare_ms:.2f}x")
+        print(f"{name:6s} mmzoo {ms['ours']:8.1f} ms/step | {label} {ms['bare']:8.1f} ms/step | "
+              f"ratio {ms['ours'] / ms['bare']:.2f}x")
+        if "front" in ms:
+            rest = ms["ours"] - ms["front"]
+            print(f"{name:6s} its frozen vision encoder's forward alone {ms['front']:8.1f} ms | mmzoo without it "
+                  f"{rest:8.1f} ms/step | ratio {rest / ms['bare']:.2f}x")
 
 
 if __name__ == "__main__":
