@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from zoo_steps import BareStep, run_config
 
+from mmzoo.lit.base import kept_for_backward
 from mmzoo.run import build
 
 RANDOM = ["encoder=tiny_clip_vit", "llm=tiny_llama", "model.pretrained_parts=null"]
@@ -99,16 +100,7 @@ def prepared(overrides: list[str], steps: int, batches: int, tmp: Path) -> tuple
 
 def activation_bytes(module: Any, batch: dict[str, Any]) -> int:
     """Bytes autograd keeps for backward in one forward of the loss (outside checkpointed regions)."""
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with kept_for_backward(module) as kept:
         loss, _ = module.loss(batch)
     loss.backward()
     module.zero_grad(set_to_none=True)

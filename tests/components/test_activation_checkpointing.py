@@ -11,6 +11,7 @@ from torch import nn
 from mmzoo.components.encoders import OpenClipVisionEncoder, TimmVisionEncoder, TransformersVisionEncoder
 from mmzoo.components.llm import LanguageModel
 from mmzoo.data.tokenizer import shapes_tokenizer
+from mmzoo.lit.base import kept_for_backward
 
 TINY_VIT = dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                 num_attention_heads=2, image_size=32, patch_size=8)  # fmt: skip
@@ -29,18 +30,9 @@ ENCODERS: dict[str, Callable[[bool], nn.Module]] = {
 def saved_bytes_and_grads(module: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
     """Bytes of the activations autograd keeps for backward (outside checkpointed regions),
     and the parameters' gradients after ``run().sum().backward()``."""
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
     module.train()
     module.zero_grad()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with kept_for_backward(module) as kept:
         out = run()
     out.float().pow(2).mean().backward()
     return sum(kept.values()), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}

@@ -28,7 +28,8 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -71,6 +72,24 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def kept_for_backward(module: nn.Module) -> Iterator[dict[int, int]]:
+    """The storages autograd keeps for backward while the block runs (data pointer -> bytes),
+    the module's own parameters excepted: the activation memory a forward costs until its
+    backward, which is what activation checkpointing trades for compute."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield kept
 
 
 def count_parameters(module: nn.Module) -> dict[str, int]:
