@@ -26,17 +26,15 @@ differently (checked). Then:
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import tempfile
 import time
-import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
-from zoo_steps import BareStep, run_config
+from zoo_steps import BareStep, quiet, run_config
 
 from mmzoo.data.length_groups import padding_efficiency
 from mmzoo.run import build
@@ -77,10 +75,7 @@ def main() -> None:
                         help=f"task mixes among {','.join(MIXES)}")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more config overrides (after the defaults)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet(args.threads)
     print(f"threads={args.threads} batches={args.batches} repeats={args.repeats} "
           f"overrides={[*RANDOM_ZOO_SHAPES, *args.overrides]}", flush=True)  # fmt: skip
     for mix in args.mixes:

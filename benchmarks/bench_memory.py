@@ -39,21 +39,19 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import logging
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from zoo_steps import BareStep, run_config
+from zoo_steps import BareStep, quiet, run_config
 
 from mmzoo.lit.base import kept_for_backward
 from mmzoo.run import build
@@ -192,10 +190,7 @@ def main() -> None:
     parser.add_argument("--time", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="more config overrides for every configuration")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet(args.threads)
     if args.one:
         print("RESULT " + json.dumps(one(args.one, args)), flush=True)
         return

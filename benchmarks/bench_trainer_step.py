@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import logging
 import pstats
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from zoo_steps import BareStep, first_batches, run_config
+from zoo_steps import BareStep, first_batches, quiet, run_config
 
 from mmzoo.run import build
 
@@ -125,10 +123,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the Trainer side once, print the top")
     parser.add_argument("overrides", nargs="*", help="more config overrides for every model")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet(args.threads)
     print(f"threads={args.threads} steps={args.steps} (timed after {WARMUP}) overrides={args.overrides} "
           f"stdout is a terminal: {sys.stdout.isatty()}", flush=True)
     for name in args.models:

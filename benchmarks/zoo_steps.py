@@ -8,6 +8,8 @@ parameters only). Also the config and the first batches of a run, as ``mmzoo.run
 
 from __future__ import annotations
 
+import logging
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,15 @@ from mmzoo import rundir
 from mmzoo.compose import compose_config
 from mmzoo.lit.base import ZooModule, parameter_groups, to_device
 from mmzoo.run import build
+
+
+def quiet(threads: int) -> None:
+    """torch on ``threads`` threads (1 is steadier on a shared CPU), Lightning's and the
+    libraries' chatter off, so a benchmark prints its tables only."""
+    torch.set_num_threads(threads)
+    for name in ("lightning", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
 
 
 def run_config(overrides: list[str], steps: int | None = None) -> DictConfig:
