@@ -100,6 +100,16 @@ def _train_data_text(row: Row) -> str:
     return f"{count} in {len(shards)} shard(s)"
 
 
+def _mean_cost_column(name: str, field: str, csv_name: str) -> Column:
+    """A cost column of one run field's mean over the row's seeds (``train.seconds``)."""
+    return Column(
+        name,
+        lambda r: _num(_mean(r.field_values(field))),
+        lambda r: {csv_name: _mean(r.field_values(field))},
+        "cost",
+    )
+
+
 def _metric_column(metric: str) -> Column:
     def cell(row: Row) -> str:
         summary = row.summary(metric)
@@ -169,30 +179,15 @@ def columns(group: Group, all_metrics: bool = False) -> list[Column]:
             lambda r: {"params trainable": r.first.get("params.trainable"), "params total": r.first.get("params.total")},
             "cost",
         ),
-        Column(
-            "train samples/s",
-            lambda r: _num(_mean(r.field_values("train.samples_per_second"))),
-            lambda r: {"train samples/s": _mean(r.field_values("train.samples_per_second"))},
-            "cost",
-        ),
+        _mean_cost_column("train samples/s", "train.samples_per_second", "train samples/s"),
         Column(
             "peak memory (MiB)",
             lambda r: f"{_num(_memory(r)[0], 0)} {_memory(r)[1]}".strip(),
             lambda r: {"peak memory MiB": _memory(r)[0], "peak memory of": _memory(r)[1]},
             "cost",
         ),
-        Column(
-            "train time (s)",
-            lambda r: _num(_mean(r.field_values("train.seconds"))),
-            lambda r: {"train seconds": _mean(r.field_values("train.seconds"))},
-            "cost",
-        ),
-        Column(
-            "eval time (s)",
-            lambda r: _num(_mean(r.field_values("eval.seconds"))),
-            lambda r: {"eval seconds": _mean(r.field_values("eval.seconds"))},
-            "cost",
-        ),
+        _mean_cost_column("train time (s)", "train.seconds", "train seconds"),
+        _mean_cost_column("eval time (s)", "eval.seconds", "eval seconds"),
         Column("commit", _commit, lambda r: {"commit": _commit(r)}, "provenance"),
         Column(
             "config hash",
