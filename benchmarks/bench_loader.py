@@ -1,6 +1,6 @@
 """The streaming loader against a raw decode of the same shards, side by side.
 
-    python benchmarks/bench_loader.py [--samples 4000] [--workers 0 1 2] [--repeats 3]
+    python benchmarks/bench_loader.py [--samples 4000] [--workers 0 1 2] [--epochs 2] [--repeats 3]
 
 "raw" opens each tar with ``tarfile``, decodes every JPEG with PIL and applies the same
 image transform, in one process: the floor for reading these shards. "mmzoo" is the
@@ -47,13 +47,21 @@ def raw_decode(urls: list[str], transform) -> int:
     return n
 
 
-def loader_throughput(urls: list[str], transform, workers: int, batch_size: int) -> float:
+def loader_passes(urls: list[str], transform, workers: int, batch_size: int, epochs: int) -> list[tuple[float, float]]:
+    """(seconds to the first batch, samples/s of the whole pass) of each of ``epochs`` passes
+    over one training loader, as Lightning iterates it epoch after epoch."""
     dm = ShardDataModule(train=urls, test=urls, batch_size=batch_size, num_workers=workers, shuffle_buffer=1000)
     dm.attach(transform, transform, CaptionCollator(shapes_tokenizer(), 32))
     loader = dm.train_dataloader()
-    start = time.perf_counter()
-    n = sum(len(batch["captions"]) for batch in loader)
-    return n / (time.perf_counter() - start)
+    passes = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        batches = iter(loader)
+        n = len(next(batches)["captions"])
+        first = time.perf_counter() - start
+        n += sum(len(batch["captions"]) for batch in batches)
+        passes.append((first, n / (time.perf_counter() - start)))
+    return passes
 
 
 def main() -> None:
@@ -61,27 +69,32 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2, help="passes over each loader (workers persist between them)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of raw + each worker count, in turns")
     args = parser.parse_args()
     root = Path(tempfile.gettempdir()) / "mmzoo-bench"
     urls = ensure_shapes(root=str(root), train_size=args.samples, test_size=100, samples_per_shard=500)["train"]
     transform = image_transform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     raws: list[float] = []
-    rates: dict[int, list[float]] = {w: [] for w in args.workers}
+    passes: dict[int, list[list[tuple[float, float]]]] = {w: [] for w in args.workers}
     for _ in range(args.repeats):  # the readers take turns: a busy machine slows them alike
         start = time.perf_counter()
         n = raw_decode(urls, transform)
         raws.append(n / (time.perf_counter() - start))
         for workers in args.workers:
-            rates[workers].append(loader_throughput(urls, transform, workers, args.batch_size))
+            passes[workers].append(loader_passes(urls, transform, workers, args.batch_size, args.epochs))
     raw = statistics.median(raws)
     print(f"raw tarfile + PIL decode + transform: {raw:8.0f} samples/s ({n} samples, {len(urls)} shards; "
           f"median of {args.repeats} [{min(raws):.0f}-{max(raws):.0f}])")
     for workers in args.workers:
-        rate = statistics.median(rates[workers])
-        ratio = [r / w for r, w in zip(rates[workers], raws, strict=True)]
-        print(f"mmzoo loader, {workers} worker(s):      {rate:8.0f} samples/s  ratio to raw {rate / raw:.2f}x "
-              f"[{min(ratio):.2f}-{max(ratio):.2f}], per reading process {rate / max(1, workers) / raw:.2f}x")
+        for epoch in range(args.epochs):
+            first = statistics.median(p[epoch][0] for p in passes[workers])
+            rate = statistics.median(p[epoch][1] for p in passes[workers])
+            ratio = [p[epoch][1] / r for p, r in zip(passes[workers], raws, strict=True)]
+            print(f"mmzoo loader, {workers} worker(s), epoch {epoch + 1}: first batch after {first:5.2f} s, "
+                  f"{rate:6.0f} samples/s, ratio to raw {rate / raw:.2f}x [{min(ratio):.2f}-{max(ratio):.2f}], "
+                  f"per reading process {rate / max(1, workers) / raw:.2f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Training-step cost of mmzoo's compositions against the bare transformers models, side by side.
 
-    python benchmarks/bench_step.py [--device cpu|cuda] [--steps 20] [--size small|base] [--bf16] [--threads N]
+    python benchmarks/bench_step.py [--device cpu|cuda] [--steps 20] [--size small|base] [--bf16] [--compile] [--threads N]
 
 1. CLIP: mmzoo's DualEncoder (transformers CLIP towers + bridge + itc_loss) vs transformers'
    ``CLIPModel(return_loss=True)`` with the same tower configs, same batch.
@@ -9,13 +9,16 @@
    same length (what the LLM costs alone). The ratio is the price of the composition, and the
    frozen encoder's forward, timed alone in turn, is work the bare LLM does not do: the
    second LLaVA line takes it out.
-The two sides of a pair take turns step by step (after 3 warm-up steps each). Prints median
+3. ``--compile``: each mmzoo model once more with its parts compiled (``compile.enabled=true``),
+   timed in the same turns.
+The sides of a pair take turns step by step (after 3 warm-up steps each). Prints median
 milliseconds per step and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from mmzoo.components.encoders import TransformersVisionEncoder
 from mmzoo.components.llm import LanguageModel
 from mmzoo.components.text import TransformersTextEncoder
 from mmzoo.data.tokenizer import shapes_tokenizer
+from mmzoo.lit.base import compile_parts
 from mmzoo.models.dual_encoder import DualEncoder
 from mmzoo.models.vision_language import VisionLanguageModel
 from mmzoo.objectives import itc_loss
@@ -57,7 +61,7 @@ def interleaved(steps_by_name: dict[str, Callable[[], None]], steps: int, device
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
-def clip_pair(s: dict, device: str, dtype: torch.dtype):
+def clip_pair(s: dict, device: str, dtype: torch.dtype, compiled: bool = False):
     tok = shapes_tokenizer()
     vision = dict(hidden_size=s["hidden"], intermediate_size=4 * s["hidden"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"])
@@ -76,7 +80,6 @@ def clip_pair(s: dict, device: str, dtype: torch.dtype):
     ids[:, -1] = tok.eos_token_id
     mask = torch.ones_like(ids)
     opt_bare = torch.optim.AdamW(bare.parameters())
-    opt_ours = torch.optim.AdamW(ours.parameters())
 
     def step_bare() -> None:
         loss = bare(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
@@ -84,16 +87,21 @@ def clip_pair(s: dict, device: str, dtype: torch.dtype):
         opt_bare.step()
         opt_bare.zero_grad()
 
-    def step_ours() -> None:
-        out = ours(px, ids, mask)
-        itc_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
-        opt_ours.step()
-        opt_ours.zero_grad()
+    def step_of(model: DualEncoder) -> Callable[[], None]:
+        opt = torch.optim.AdamW(model.parameters())
 
-    return {"bare": step_bare, "ours": step_ours}
+        def step() -> None:
+            out = model(px, ids, mask)
+            itc_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
+
+    return {"bare": step_bare, "ours": step_of(ours), **with_compiled(ours, step_of, compiled)}
 
 
-def llava_pair(s: dict, device: str, dtype: torch.dtype):
+def llava_pair(s: dict, device: str, dtype: torch.dtype, compiled: bool = False):
     tok = shapes_tokenizer(add_eos=False)
     llm_cfg = dict(hidden_size=s["llm_hidden"], intermediate_size=4 * s["llm_hidden"], num_hidden_layers=s["llm_layers"],
                    num_attention_heads=max(2, s["llm_hidden"] // 64), max_position_embeddings=1024)
@@ -115,7 +123,6 @@ def llava_pair(s: dict, device: str, dtype: torch.dtype):
     labels[:, : 1 + n_img + n_text // 2] = -100
     mask = torch.ones_like(ids)
     px = torch.randn(b, 3, s["image"], s["image"], device=device, dtype=dtype)
-    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad])
 
     bare = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **llm_cfg)).to(device, dtype)
     bare.requires_grad_(False)
@@ -128,16 +135,30 @@ def llava_pair(s: dict, device: str, dtype: torch.dtype):
         loss.backward()
         embeds.grad = None
 
-    def step_ours() -> None:
-        ours(px, ids, mask, labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
+    def step_of(model: VisionLanguageModel) -> Callable[[], None]:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+
+        def step() -> None:
+            model(px, ids, mask, labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
 
     def front() -> None:  # the frozen vision encoder's forward: work the bare LLM is spared
         with torch.no_grad():
             ours.encoder(px)
 
-    return {"bare": step_bare, "ours": step_ours, "front": front}
+    return {"bare": step_bare, "ours": step_of(ours), "front": front, **with_compiled(ours, step_of, compiled)}
+
+
+def with_compiled(model: torch.nn.Module, step_of: Callable, compiled: bool) -> dict[str, Callable[[], None]]:
+    """A copy of ``model`` with its parts compiled as ``compile.enabled=true`` does, as a third side."""
+    if not compiled:
+        return {}
+    twin = copy.deepcopy(model)
+    compile_parts(twin)
+    return {"compiled": step_of(twin)}
 
 
 def main() -> None:
@@ -146,6 +167,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--bf16", action="store_true", help="run both sides in bfloat16")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time mmzoo's model with its parts compiled (compile.enabled=true)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default torch's; 1 is steadier on a CPU shared with other work)")
     args = parser.parse_args()
@@ -156,10 +179,13 @@ def main() -> None:
     s = SIZES[args.size]
     print(f"device={args.device} size={args.size} dtype={dtype} threads={torch.get_num_threads()}")
     for name, pair in (("clip", clip_pair), ("llava", llava_pair)):
-        ms = interleaved(pair(s, args.device, dtype), args.steps, args.device)
+        ms = interleaved(pair(s, args.device, dtype, args.compile), args.steps, args.device)
         label = "transformers CLIPModel" if name == "clip" else "bare LlamaForCausalLM (same length)"
         print(f"{name:6s} mmzoo {ms['ours']:8.1f} ms/step | {label} {ms['bare']:8.1f} ms/step | "
               f"ratio {ms['ours'] / ms['bare']:.2f}x")
+        if "compiled" in ms:
+            print(f"{name:6s} mmzoo compiled {ms['compiled']:8.1f} ms/step | eager {ms['ours']:8.1f} ms/step | "
+                  f"ratio {ms['compiled'] / ms['ours']:.2f}x")
         if "front" in ms:
             rest = ms["ours"] - ms["front"]
             print(f"{name:6s} its frozen vision encoder's forward alone {ms['front']:8.1f} ms | mmzoo without it "

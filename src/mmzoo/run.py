@@ -211,6 +211,10 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         saved_cfg.lineage["pretrained"] = str(cfg.pretrained)
     module.part_sources = part_sources(requested, saved_cfg)
     module.nonfinite = str(cfg.get("nonfinite", "stop"))
+    compiling = cfg.get("compile") or {}  # absent from the configs of runs made before the switch
+    if compiling.get("enabled"):
+        options = OmegaConf.to_container(compiling.get("options") or OmegaConf.create({}), resolve=True)
+        log.info("torch.compile: %s", ", ".join(module.compile_parts(compiling.get("parts"), **options)))
     saved_cfg.model.pretrained_parts = {}  # those weights are now this run's own
     saved_cfg.pretrained = None
     rundir.save_tokenizers(module.model, saved_cfg, run_dir)

@@ -172,6 +172,25 @@ def test_shard_datamodule(shapes_shards: Path, bad_shards: Path, collate) -> Non
     assert len(keys_of(list(test))) == 8 and dm.errors.total == 4
 
 
+def test_persistent_training_workers_reshuffle_each_epoch_as_fresh_ones_do(shapes_shards: Path, collate) -> None:
+    """Training's workers live across epochs (no fork and refill per epoch): each pass still
+    reads the epoch number, so the stream is the one fresh workers per epoch would give."""
+
+    def two_epochs(persistent: bool) -> list[list[str]]:
+        dm = ShardDataModule(train=str(shapes_shards), test=str(shapes_shards), batch_size=4, num_workers=2,
+                             shuffle_buffer=8)  # fmt: skip
+        dm.attach(TRANSFORM, TRANSFORM, collate)
+        loader = dm.train_dataloader()
+        assert loader.pipeline[0].persistent_workers  # the DataLoader inside webdataset's WebLoader
+        if not persistent:
+            loader = ShardLoader(loader.pipeline[0].dataset, num_workers=2, persistent_workers=False)
+        return [keys_of(list(loader)) for _ in range(2)]
+
+    persisted = two_epochs(True)
+    assert persisted == two_epochs(False)
+    assert persisted[0] != persisted[1] and sorted(persisted[0]) == sorted(persisted[1]) == [f"{i:09d}" for i in range(40)]
+
+
 def test_shapes_datamodule_without_prepare_data(collate) -> None:
     dm = ShapesDataModule(train_size=30, test_size=10, image_size=16, samples_per_shard=10, batch_size=4)
     dm.attach(TRANSFORM, TRANSFORM, collate)

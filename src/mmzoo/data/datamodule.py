@@ -167,7 +167,10 @@ class ShardDataModule(L.LightningDataModule):
                 counts, batch_size, rank=rank, world_size=world_size, num_workers=workers, partial=not train,
                 split=dealing,
             )
-        return ShardLoader(pipeline, num_workers=workers, length=length, persistent_workers=False)
+        # training's workers live across epochs: each pass re-reads the shared epoch number, and a
+        # fresh worker per epoch (fork, shard open, shuffle-buffer fill) is what short epochs paid
+        persistent = train and workers > 0
+        return ShardLoader(pipeline, num_workers=workers, length=length, persistent_workers=persistent)
 
     def train_dataloader(self) -> ShardLoader:
         return self._loader(self.train, "train", train=True)

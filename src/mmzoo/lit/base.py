@@ -135,6 +135,25 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def compile_parts(model: nn.Module, parts: Sequence[str] | None = None, **options: Any) -> list[str]:
+    """``torch.compile`` the parts a step runs (``None``: every child of ``model``), in place
+    (``nn.Module.compile``): parameters, state-dict keys and checkpoints stay those of the
+    eager model, so a compiled run resumes, exports and loads like any other.
+
+    Only each part's ``forward`` is compiled; generation calls the language model's own
+    decoding loop, whose growing shapes would recompile every step, and stays eager.
+    ``options`` are ``torch.compile``'s (``mode``, ``backend``, ``dynamic``, ``fullgraph``).
+    Returns the compiled part names."""
+    valid = [name for name, _ in model.named_children()]
+    names = list(valid if parts is None else parts)
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"cannot compile {unknown}: the model has parts {sorted(valid)}")
+    for name in names:
+        model.get_submodule(name).compile(**options)
+    return names
+
+
 class ZooModule(L.LightningModule):
     """Wires a model (``self.model``), freezing, optimisation and evaluation together.
 
@@ -234,6 +253,10 @@ class ZooModule(L.LightningModule):
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.model)
+
+    def compile_parts(self, parts: Sequence[str] | None = None, **options: Any) -> list[str]:
+        """``torch.compile`` the model's parts in place (``compile_parts`` below)."""
+        return compile_parts(self.model, parts, **options)
 
     # ---- optimisation ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -77,6 +77,8 @@ def _check_name(name: str) -> list[str]:
 # data keys that are a model's budget on that data (budget/<data>_<model>.yaml), not the data's
 # identity: a zoo part keeps its recipe's, so every model on the same data shares one part
 BUDGET_KEYS = ("batch_size", "eval_batch_size")
+# how a step is executed, not what it computes: not part of a recipe's identity
+EXECUTION_KEYS = ("compile",)
 
 
 def recipe_config(name: str, parent: DictConfig | None = None) -> DictConfig:
@@ -151,6 +153,8 @@ def recipe_key(name: str, parent: DictConfig | None = None) -> str:
 
     cfg = recipe_config(name, parent)
     container = OmegaConf.to_container(cfg, resolve=True)
+    for key in EXECUTION_KEYS:
+        container.pop(key, None)
     container = _map_refs(container, lambda ref: PREFIX + recipe_key(ref[len(PREFIX):], cfg))
     text = json.dumps(container, sort_keys=True, default=str)
     # what generated inputs are made by, before they exist: the embedded data and the caption BPE
