@@ -30,6 +30,8 @@ def test_experiments_set_the_papers_recipes():
     m2 = compose_config(["experiment=minigpt4_stage2", "pretrained=x"])
     assert m2.template.name == "vicuna_v0" and list(m2.model.tasks) == ["describe"]
     assert m2.bridge.qformer is not None and m2.bridge.frozen
+    tuned = compose_config(["experiment=minigpt4_tune_llm", "pretrained=x"])
+    assert list(tuned.model.freeze) == ["encoder"] and not tuned.bridge.frozen and tuned.template.name == "vicuna_v0"
 
 
 def test_command_line_bridge_overrides_the_models_default():

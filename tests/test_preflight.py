@@ -70,6 +70,8 @@ def test_a_stage_2_without_its_stage_1_run(tmp_path, no_heavy_work):
     message = fails_first(["experiment=llava_stage2"], tmp_path, no_heavy_work)
     assert "experiment=llava_stage2" in message and "pretrained=<run dir>" in message
     assert "experiment=llava_stage1" in message
+    message = fails_first(["experiment=minigpt4_tune_llm"], tmp_path, no_heavy_work)
+    assert "pretrained=<run dir>" in message and "a run of" not in message
     message = fails_first(["experiment=blip2_stage2"], tmp_path, no_heavy_work)
     assert "stage1=<run dir>" in message and "experiment=blip2_stage1" in message
 

@@ -96,6 +96,7 @@ def _missing(cfg: DictConfig) -> list[str]:
             continue
         if key == "pretrained":
             stage1 = (experiment or "").replace("stage2_lora", "stage1").replace("stage2", "stage1")
+            stage1 = stage1 if stage1 != (experiment or "") else ""  # only a stage 2 names its stage 1
             problems.append(
                 f"{f'experiment={experiment}' if experiment else 'this stage'} starts from an earlier run: add "
                 f"pretrained=<run dir>{f' (a run of experiment={stage1})' if stage1 else ''}"
