@@ -1,6 +1,6 @@
 """The streaming loader against a raw decode of the same shards, side by side.
 
-    python benchmarks/bench_loader.py [--samples 4000] [--workers 0 1 2] [--epochs 2] [--repeats 3]
+    python benchmarks/bench_loader.py [--samples 4000] [--workers 0 1 2] [--epochs 2] [--repeats 3] [--threads 1]
 
 "raw" opens each tar with ``tarfile``, decodes every JPEG with PIL and applies the same
 image transform, in one process: the floor for reading these shards. "mmzoo" is the
@@ -8,7 +8,9 @@ training loader (shard list -> split -> tar -> shuffle buffer -> decode -> trans
 collate with the caption collator, i.e. tokenisation included) at several worker counts.
 The readers take turns, ``--repeats`` rounds. Prints median samples per second, the ratio to
 raw (median [range] of the rounds' ratios) and per reading process (the ratio divided by the
-workers: 0 workers is one process, the main one).
+workers: 0 workers is one process, the main one). The main process runs torch on
+``--threads`` threads (default 1, what the DataLoader gives each worker), so that raw decode,
+the in-process loader and a worker do the same work on the same resources.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from mmzoo.data.captions import CaptionCollator
@@ -71,7 +74,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2, help="passes over each loader (workers persist between them)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of raw + each worker count, in turns")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process (a worker has 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     root = Path(tempfile.gettempdir()) / "mmzoo-bench"
     urls = ensure_shapes(root=str(root), train_size=args.samples, test_size=100, samples_per_shard=500)["train"]
     transform = image_transform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
