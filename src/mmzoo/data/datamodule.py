@@ -167,8 +167,8 @@ class ShardDataModule(L.LightningDataModule):
                 counts, batch_size, rank=rank, world_size=world_size, num_workers=workers, partial=not train,
                 split=dealing,
             )
-        # training's workers live across epochs: each pass re-reads the shared epoch number, and a
-        # fresh worker per epoch (fork, shard open, shuffle-buffer fill) is what short epochs paid
+        # training's workers live across epochs (each pass re-reads the shared epoch number): no
+        # re-fork per epoch. Measured, start-up was a small share of short epochs (benchmarks/RESULTS.md)
         persistent = train and workers > 0
         return ShardLoader(pipeline, num_workers=workers, length=length, persistent_workers=persistent)
 

@@ -255,7 +255,7 @@ class ZooModule(L.LightningModule):
         return count_parameters(self.model)
 
     def compile_parts(self, parts: Sequence[str] | None = None, **options: Any) -> list[str]:
-        """``torch.compile`` the model's parts in place (``compile_parts`` below)."""
+        """``torch.compile`` the model's parts in place (the module-level ``compile_parts``)."""
         return compile_parts(self.model, parts, **options)
 
     # ---- optimisation ---------------------------------------------------------------
