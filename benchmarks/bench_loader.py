@@ -56,9 +56,9 @@ def raw_decode(urls: list[str], transform, collate=None, batch_size: int = 128) 
                     sample["caption"] = data.decode()
                 if len(sample) == 3:
                     batch.append(pending.pop(key))
-                    if collate is not None and len(batch) == batch_size:
-                        collate(batch)
                     if len(batch) == batch_size:
+                        if collate is not None:
+                            collate(batch)
                         batch = []
     return n
 

@@ -95,8 +95,8 @@ def _missing(cfg: DictConfig) -> list[str]:
         if key.startswith(("hydra.", "choices.")):
             continue
         if key == "pretrained":
-            stage1 = (experiment or "").replace("stage2_lora", "stage1").replace("stage2", "stage1")
-            stage1 = stage1 if stage1 != (experiment or "") else ""  # only a stage 2 names its stage 1
+            stage2 = experiment is not None and "stage2" in experiment  # only a stage 2 names its stage 1
+            stage1 = experiment.replace("stage2_lora", "stage1").replace("stage2", "stage1") if stage2 else ""
             problems.append(
                 f"{f'experiment={experiment}' if experiment else 'this stage'} starts from an earlier run: add "
                 f"pretrained=<run dir>{f' (a run of experiment={stage1})' if stage1 else ''}"

@@ -144,13 +144,13 @@ def compile_parts(model: nn.Module, parts: Sequence[str] | None = None, **option
     decoding loop, whose growing shapes would recompile every step, and stays eager.
     ``options`` are ``torch.compile``'s (``mode``, ``backend``, ``dynamic``, ``fullgraph``).
     Returns the compiled part names."""
-    valid = [name for name, _ in model.named_children()]
-    names = list(valid if parts is None else parts)
-    unknown = [name for name in names if name not in valid]
+    children = dict(model.named_children())
+    names = list(children if parts is None else parts)
+    unknown = [name for name in names if name not in children]
     if unknown:
-        raise ValueError(f"cannot compile {unknown}: the model has parts {sorted(valid)}")
+        raise ValueError(f"cannot compile {unknown}: the model has parts {sorted(children)}")
     for name in names:
-        model.get_submodule(name).compile(**options)
+        children[name].compile(**options)
     return names
 
 
