@@ -88,6 +88,27 @@ def test_round_trip(shapes_shards: Path, collate) -> None:
     assert errors.total == 0 and errors.report() == "no samples skipped"
 
 
+def test_a_model_without_a_transform_gets_the_same_samples_without_pixels(
+    shapes_shards: Path, bad_shards: Path, collate
+) -> None:
+    def texts(samples: list[dict]) -> dict:
+        assert all(s["image"] is None for s in samples)  # never decoded
+        return {"keys": [s["key"] for s in samples], "captions": [s["caption"] for s in samples]}
+
+    def read(urls, transform, collate) -> list[dict]:
+        pipe = make_pipeline(urls, transform=transform, collate=collate, batch_size=4, shuffle_buffer=8, errors=SampleErrors())
+        return read_all(pipe)
+
+    with_pixels = read(shapes_shards, TRANSFORM, collate)
+    text_only = read(shapes_shards, None, texts)
+    assert [b["keys"] for b in text_only] == [b["keys"] for b in with_pixels]
+    assert [b["captions"] for b in text_only] == [b["captions"] for b in with_pixels]
+    # a text-only reader still skips a sample without its caption, but an unreadable image is not its concern
+    errors = SampleErrors()
+    read_all(make_pipeline(bad_shards, transform=None, collate=texts, batch_size=4, shuffle_buffer=0, errors=errors))
+    assert errors.counts == {"missing_caption": 2}
+
+
 def test_partial_batches_and_num_batches(shapes_shards: Path, collate) -> None:
     counts = [10, 10, 10, 10]
     for partial in (True, False):

@@ -87,13 +87,14 @@ class ShardDataModule(L.LightningDataModule):
 
     def attach(
         self,
-        train_transform: Callable[[Image.Image], torch.Tensor],
-        eval_transform: Callable[[Image.Image], torch.Tensor],
+        train_transform: Callable[[Image.Image], torch.Tensor] | None,
+        eval_transform: Callable[[Image.Image], torch.Tensor] | None,
         collate: Callable[[list[dict[str, Any]]], Any],
         eval_collate: Callable[[list[dict[str, Any]]], Any] | None = None,
     ) -> ShardDataModule:
         """Give the model's image transforms and collators (the evaluation one may differ, e.g.
-        generation prompts instead of teacher-forced targets); call before ``fit``/``test``."""
+        generation prompts instead of teacher-forced targets); call before ``fit``/``test``.
+        A transform of None: that model reads no pixels, and the loader decodes none."""
         self.train_transform, self.eval_transform, self.collate = train_transform, eval_transform, collate
         self.eval_collate = eval_collate or collate
         return self
@@ -113,7 +114,7 @@ class ShardDataModule(L.LightningDataModule):
         if spec is None:
             raise ValueError(f"no {split} shards configured ({split}=null)")
         transform = self.train_transform if train else self.eval_transform
-        if transform is None or self.collate is None:
+        if self.collate is None:
             raise RuntimeError(
                 "call attach(train_transform, eval_transform, collate) before asking for loaders"
             )

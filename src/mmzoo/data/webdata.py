@@ -262,7 +262,7 @@ def _my_samples(urls: Iterator[dict[str, str]], errors: SampleErrors, max_member
 def make_pipeline(
     urls: str | Sequence[str],
     *,
-    transform: Callable[[Image.Image], torch.Tensor],
+    transform: Callable[[Image.Image], torch.Tensor] | None,
     collate: Callable[[list[dict[str, Any]]], Any],
     batch_size: int,
     shuffle_buffer: int = 1000,
@@ -297,6 +297,9 @@ def make_pipeline(
     ``split="shards"`` deals shards to ranks and workers (web-scale data); ``"samples"``
     lets every reader read every shard and keep its share of the samples, for splits with
     fewer shards than readers (evaluation under DDP), where dealing shards would starve a rank.
+
+    ``transform=None``: the model reads no pixels (text-only LM pretraining); images are not
+    decoded and samples carry ``image=None``.
 
     ``decode`` replaces decoding and the transform (raw members in, a sample out): the feature
     cache (``mmzoo.data.feature_cache``) reads its shards through this same pipeline.
@@ -337,8 +340,9 @@ def make_pipeline(
         reader,  # (an endless draw from shards that all fail gives up, loudly)
         bind(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch) if shuffle_buffer > 0 else None,
         bind(_skip_trained, position=position, epoch=epoch, batch_size=batch_size) if position is not None else None,
-        wds.map(decode or bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side), handler=errors),
-        wds.map(bind(_apply_transform, transform), handler=errors) if decode is None else None,
+        wds.map(decode or bind(decode_sample, errors=errors, max_pixels=max_pixels, min_side=min_side,
+                               images=transform is not None), handler=errors),
+        wds.map(bind(_apply_transform, transform), handler=errors) if decode is None and transform is not None else None,
         wds.batched(batch_size, collation_fn=collate, partial=partial) if group_length is None else
         bind(_grouped, batch_size=batch_size, window=group_window, length=group_length, collate=collate,
              partial=partial, seed=seed, epoch=epoch),

@@ -201,7 +201,8 @@ class ZooModule(L.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
 
     # ---- what a family provides -----------------------------------------------------
-    def image_transform(self) -> Callable:
+    def image_transform(self) -> Callable | None:
+        """PIL image -> tensor for this model's encoder; None for a model that reads no pixels."""
         raise NotImplementedError
 
     def collator(self, train: bool = True) -> Callable:

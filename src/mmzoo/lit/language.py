@@ -160,7 +160,6 @@ class LanguageModelModule(ZooModule):
         tasks: Mapping[str, float] | Sequence[str] | None = None,
         instructions: Mapping[str, Sequence[str]] | None = None,
         max_length: int = 256,
-        image_size: int = 32,
         evaluation: Evaluation | None = None,
         image_text: str | None = None,
         pack: bool = False,
@@ -172,14 +171,12 @@ class LanguageModelModule(ZooModule):
         self.tasks = task_weights(tasks or TASKS)
         self.instructions = dict(instructions or {})
         self.max_length = max_length
-        self.image_size = image_size
         self.image_text = image_text
         self.pack = pack
 
-    def image_transform(self) -> Callable:
-        from mmzoo.data.webdata import image_transform
-
-        return image_transform(self.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    def image_transform(self) -> None:
+        """None: text only, so the loader decodes no images."""
+        return None
 
     def collator(self, train: bool = True) -> TextCollator:
         return TextCollator(
