@@ -1,5 +1,7 @@
 """Loss masks checked token by token for every template; clear errors on bad conversations."""
 
+import random
+
 import pytest
 import torch
 
@@ -117,3 +119,24 @@ def test_generation_prompts_are_left_padded(tokenizer):
     c = collator(tokenizer, "llava_v1")
     batch = c.prompts([[{"from": "human", "value": "<image>\nhi"}], CONVERSATION[:3]])
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].all()
+
+
+def test_vqa_turns_asks_every_question_of_the_image_in_one_conversation(tokenizer):
+    qa = [
+        {"question": "what colour is the circle?", "answer": "red", "type": "colour"},
+        {"question": "how many shapes are there?", "answer": "one", "type": "count"},
+    ]
+    sample = {"key": "k", "caption": "a red circle on the left.", "meta": {"qa": qa}}
+    instructions = {**INSTRUCTIONS, "short_answer": ["one word."]}
+    c = VLMCollator(tokenizer, load_template("llava_v1"), 3, 200, ["vqa_turns"], instructions)
+    turns = c.conversation(sample, c.sample_task(random.Random(0), sample), None)
+    assert turns == [
+        {"from": "human", "value": "<image>\nwhat colour is the circle? one word."},
+        {"from": "gpt", "value": "red"},
+        {"from": "human", "value": "how many shapes are there? one word."},
+        {"from": "gpt", "value": "one"},
+    ]
+    supervised, _ = supervised_and_rest(tokenizer, c.encode(turns))
+    assert tokenizer.decode(supervised) == "red </s> one </s>"  # every answer trains, no question does
+    held_out = VLMCollator(tokenizer, load_template("llava_v1"), 3, 200, ["vqa_turns"], instructions, held_out=["count"])
+    assert [t["value"] for t in held_out.conversation(sample, "vqa_turns", None)] == [turns[0]["value"], "red"]

@@ -39,9 +39,11 @@ from mmzoo.types import (
 
 log = logging.getLogger(__name__)
 
-TASKS = ("caption", "describe", "conversation", "vqa")
+# ``vqa``: one of the image's questions; ``vqa_turns``: all of them, one turn each (LLaVA-1.5
+# turns VQAv2 and GQA into such multi-turn conversations: more answers per image seen)
+TASKS = ("caption", "describe", "conversation", "vqa", "vqa_turns")
 # the record field each task needs (``caption`` needs only the caption every sample has)
-TASK_FIELDS = {"describe": "description", "conversation": "conversation", "vqa": "qa"}
+TASK_FIELDS = {"describe": "description", "conversation": "conversation", "vqa": "qa", "vqa_turns": "qa"}
 SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
 QUESTION_TYPES = QA_TYPES
 
@@ -183,7 +185,7 @@ class VLMCollator:
         if task == "caption":
             return True
         meta = sample.get("meta", {})
-        if task == "vqa":
+        if task in ("vqa", "vqa_turns"):
             return bool(meta.get("qa")) and bool(self.trainable_questions(meta))
         return bool(meta.get(TASK_FIELDS[task]))
 
@@ -219,6 +221,12 @@ class VLMCollator:
         if task == "vqa":
             qa = rng.choice(self.trainable_questions(meta))
             return _single(self.vqa_prompt(qa["question"]), qa["answer"])
+        if task == "vqa_turns":
+            first, *rest = self.trainable_questions(meta)  # in the record's order, already random
+            turns = _single(self.vqa_prompt(first["question"]), first["answer"])
+            for qa in rest:
+                turns += [{"from": HUMAN, "value": self.vqa_prompt(qa["question"])}, {"from": ASSISTANT, "value": qa["answer"]}]
+            return turns
         turns = list(_field(meta, "conversation"))
         if self.held_out:  # a held-out kind of question is unseen in every task, conversations too
             turns = without_held_out(turns, self.held_out)
