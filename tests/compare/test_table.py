@@ -12,7 +12,7 @@ from mmzoo.compare.plots import row_name
 from mmzoo.compare.records import collect
 from mmzoo.compare.table import build_groups, direction
 from mmzoo.leaderboard import main
-from tests.test_leaderboard import cider, write_run
+from tests.runs import cider, write_run
 
 UNTRAINED = {"steps": 0, "seconds": 0.0, "samples_per_second": None}
 

@@ -117,7 +117,7 @@ def test_a_trainable_qformer_trains_on_cached_encoder_tokens():
     source = module.feature_source()
     assert source.level == "encoder" and set(source.parts) == {"encoder"}  # the Q-Former is not cached
     pixels = torch.randn(2, 3, 32, 32)
-    from tests.lit.test_vlm import fake_batch
+    from tests.lit.tiny import fake_batch
 
     batch = fake_batch(module)
     batch = {k: v for k, v in batch.items() if k != "pixel_values"} | {"features": source.compute(pixels)}

@@ -8,7 +8,7 @@ import torch
 
 from mmzoo.api import build
 from tests.conftest import run_zoo
-from tests.lit.test_vlm import TINY_PARTS, fake_batch
+from tests.lit.tiny import TINY_PARTS, fake_batch
 
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "labels")
 

@@ -10,18 +10,7 @@ from torchvision.transforms.functional import to_pil_image
 from mmzoo.api import build
 from mmzoo.rundir import read_metrics
 from tests.conftest import run_zoo
-
-TINY_PARTS = ["encoder=tiny_clip_vit", "llm=tiny_llama", "model.pretrained_parts=null"]  # random parts: wiring tests only
-
-
-def fake_batch(module, n=2):
-    c = module.collator()
-    samples = [
-        {"key": str(i), "image": torch.randn(3, 32, 32), "caption": "a red circle on the left.",
-         "meta": {"qa": [{"question": "what colour is the circle?", "answer": "red"}], "description": "a red circle."}}
-        for i in range(n)
-    ]
-    return c(samples)
+from tests.lit.tiny import TINY_PARTS, fake_batch
 
 
 def test_minigpt4_mlp3_has_qformer_and_three_linear_layers():
