@@ -109,3 +109,19 @@ def test_models_of_other_budgets_share_one_zoo_part():
         keys = {zoo.recipe_key(name, compose_config([f"model={m}"])) for m in ("llava", "minigpt4", "blip2", "clip")}
         assert keys == {zoo.recipe_key(name)}, name
     assert zoo.recipe_config("lm", compose_config(["model=llava"])).data.batch_size == 128
+
+
+@pytest.mark.slow
+def test_a_run_that_makes_its_zoo_part_first_trains_as_one_that_finds_it_cached(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_zoo
+
+    monkeypatch.setattr(zoo, "recipes", lambda: {"tinyclip": ["model=clip", "trainer.max_steps=2", *TINY_DATA]})
+    llava = ["model=llava", "encoder.from_run=zoo:tinyclip", "llm=tiny_llama", "model.pretrained_parts=null",
+             "trainer.max_steps=2", "trainer.limit_test_batches=1"]  # fmt: skip
+    run_zoo(tmp_path / "first", llava)  # makes zoo:tinyclip in this process, then trains
+    run_zoo(tmp_path / "again", llava)  # finds it cached
+    first, again = (load_file(tmp_path / run / "model.safetensors") for run in ("first", "again"))
+    assert first.keys() == again.keys()
+    assert all(first[k].equal(again[k]) for k in first)  # same initialisation, same batches, same steps

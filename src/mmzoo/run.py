@@ -187,7 +187,6 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     picked = choices(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     imported = None
     if cfg.get("pretrained") and not str(cfg.pretrained).startswith(zoo.PREFIX) and not rundir.is_run_dir(cfg.pretrained):
@@ -195,6 +194,8 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg = convert_config(cfg, imported)
     requested = cfg
     cfg = zoo.resolve_config(cfg, make=train_and_evaluate)  # the zoo's own parts, made once, before building
+    # seeded after the zoo's parts: making one here (its own seeded run) must not change this run
+    L.seed_everything(cfg.seed, workers=True)
     reset_peak_memory()  # this run's peak, not that of the zoo's parts or an earlier job of a sweep
     build_cfg, saved_cfg = rundir.resolve_parts(cfg)
     module, datamodule, trainer = build(build_cfg, run_dir)
