@@ -54,8 +54,8 @@ def task_weights(tasks: Mapping[str, float] | Sequence[str] | str) -> dict[str, 
 
     Configs use the list form: Hydra merges dicts key by key, so an experiment could not
     *replace* a model's task mix with a dict, while a list replaces it whole."""
-    if tasks == SQRT_MIX:
-        return {name: float("nan") for name in TASKS}  # weights come from each sample's contents
+    if tasks == SQRT_MIX:  # weights come from each sample's contents (``sqrt_weights``)
+        return {name: float("nan") for name in TASKS if name != "vqa_turns"}  # its questions count once, as vqa
     if isinstance(tasks, Mapping):
         return {k: float(v) for k, v in tasks.items()}
     weights: dict[str, float] = {}
