@@ -45,6 +45,8 @@ TASKS = ("caption", "describe", "conversation", "vqa", "vqa_turns")
 # the record field each task needs (``caption`` needs only the caption every sample has)
 TASK_FIELDS = {"describe": "description", "conversation": "conversation", "vqa": "qa", "vqa_turns": "qa"}
 SQRT_MIX = "sqrt"  # InstructBLIP's mix: each task in proportion to the square root of its size
+# the tasks that mix weighs (``sqrt_weights``): an image's questions count once, as ``vqa``
+SQRT_TASKS = ("caption", "describe", "conversation", "vqa")
 QUESTION_TYPES = QA_TYPES
 
 
@@ -55,7 +57,7 @@ def task_weights(tasks: Mapping[str, float] | Sequence[str] | str) -> dict[str, 
     Configs use the list form: Hydra merges dicts key by key, so an experiment could not
     *replace* a model's task mix with a dict, while a list replaces it whole."""
     if tasks == SQRT_MIX:  # weights come from each sample's contents (``sqrt_weights``)
-        return {name: float("nan") for name in TASKS if name != "vqa_turns"}  # its questions count once, as vqa
+        return {name: float("nan") for name in SQRT_TASKS}
     if isinstance(tasks, Mapping):
         return {k: float(v) for k, v in tasks.items()}
     weights: dict[str, float] = {}
